@@ -1,0 +1,306 @@
+"""Dynamic slimmable SepFormer masker (Section III-B, Fig. 1c-d).
+
+``DSNMasker`` is SpeechBrain's ``Dual_Path_Model`` with slimmable transformer
+blocks and a gating module.  The gating module predicts a utilization
+U = [U_1 ... U_T] from the encoded mixture; U is chunked with the same 50 %
+overlap segmentation as the features (U' in R^{C x S}), and the intra-chunk
+(M = C) and inter-chunk (M = S) blocks run each frame at its level.
+
+Public contract (relied on by the recipe, the inference path and the tests):
+
+* ``masknet(mix_w)`` returns masks [num_spks, B, F, T], exactly like
+  ``Dual_Path_Model``, with internal gating;
+* ``masknet(mix_w, utilization=u)`` applies external gating, with ``u`` a
+  level value (whole input) or a tensor [B, T] of level values (per frame);
+* after each forward, ``masknet.last_utilization`` [B, T] holds the
+  utilization actually used (differentiable through the straight-through
+  gates during training) and ``masknet.last_gates`` the gates [B, T, K]
+  (None under external gating or for a static network).
+
+Shapes: B batch, F channels, T frames, C chunk size, S chunks, K levels.
+"""
+
+import copy
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from speechbrain.lobes.models.dual_path import Dual_Path_Model
+
+from .gating import GatingModule
+from .slimmable import Route, SlimmableTransformerBlock, level_index
+
+__all__ = ["DSNMasker"]
+
+
+class DSNMasker(Dual_Path_Model):
+    """SepFormer masker whose width follows a per-frame utilization.
+
+    Takes the arguments of ``Dual_Path_Model`` (the intra and inter models
+    must be :class:`~speechbrain_dsn.slimmable.SlimmableTransformerBlock` with
+    the same levels) plus the gating options.  With a single level (a static
+    network) no gating module is built.
+
+    Arguments
+    ---------
+    in_channels : int
+        Encoder channels.
+    out_channels : int
+        Channels inside the dual-path blocks.
+    intra_model : SlimmableTransformerBlock
+        Intra-chunk block (deep-copied for each dual block).
+    inter_model : SlimmableTransformerBlock
+        Inter-chunk block (deep-copied for each dual block).
+    num_layers : int
+        Number of dual-path blocks N.
+    norm : str
+        Normalisation type.
+    K : int
+        Chunk size C.
+    num_spks : int
+        Number of sources.
+    skip_around_intra : bool
+        Skip connection around the intra block.
+    linear_layer_after_inter_intra : bool
+        Linear layer after the intra and inter blocks.
+    use_global_pos_enc : bool
+        Global positional encoding.
+    max_length : int
+        Maximum length for the global positional encoding.
+    gating_channels : int
+        Bottleneck channels F' of the gating module.
+    gating_nhead : int
+        Heads of the gating transformer layer.
+    gating_d_ffn : int
+        FFN neurons of the gating transformer layer.
+    gating_context : int
+        Statistics-pooling context in frames.
+    gumbel_tau : float
+        Gumbel-softmax temperature.
+
+    Example
+    -------
+    >>> from speechbrain_dsn.slimmable import SlimmableTransformerBlock
+    >>> block = SlimmableTransformerBlock(1, 32, 4, d_ffn=64, utilization_levels=[0.25, 1.0])
+    >>> masker = DSNMasker(32, 32, block, block, num_layers=1, K=10).eval()
+    >>> mix_w = torch.randn(2, 32, 57)
+    >>> masker(mix_w).shape
+    torch.Size([2, 2, 32, 57])
+    >>> masker.last_utilization.shape
+    torch.Size([2, 57])
+    >>> _ = masker(mix_w, utilization=0.25)
+    >>> masker.last_utilization.unique().tolist()
+    [0.25]
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        intra_model: SlimmableTransformerBlock,
+        inter_model: SlimmableTransformerBlock,
+        num_layers: int = 1,
+        norm: str = "ln",
+        K: int = 200,
+        num_spks: int = 2,
+        skip_around_intra: bool = True,
+        linear_layer_after_inter_intra: bool = True,
+        use_global_pos_enc: bool = False,
+        max_length: int = 20000,
+        gating_channels: int = 32,
+        gating_nhead: int = 1,
+        gating_d_ffn: int = 128,
+        gating_context: int = 64,
+        gumbel_tau: float = 1.0,
+    ):
+        for name, block in (("intra_model", intra_model), ("inter_model", inter_model)):
+            if not isinstance(block, SlimmableTransformerBlock):
+                raise TypeError(f"{name} must be a SlimmableTransformerBlock, got {type(block).__name__}")
+        if intra_model.utilization_levels != inter_model.utilization_levels:
+            raise ValueError(
+                "intra and inter blocks must share utilization levels, got "
+                f"{intra_model.utilization_levels} and {inter_model.utilization_levels}"
+            )
+        if inter_model is intra_model:
+            # One block passed twice would tie the intra and inter weights.
+            inter_model = copy.deepcopy(intra_model)
+        super().__init__(
+            in_channels,
+            out_channels,
+            intra_model,
+            inter_model,
+            num_layers=num_layers,
+            norm=norm,
+            K=K,
+            num_spks=num_spks,
+            skip_around_intra=skip_around_intra,
+            linear_layer_after_inter_intra=linear_layer_after_inter_intra,
+            use_global_pos_enc=use_global_pos_enc,
+            max_length=max_length,
+        )
+        self.utilization_levels = intra_model.utilization_levels
+        self.register_buffer("levels", torch.tensor(self.utilization_levels), persistent=False)
+        self.gating = None
+        if len(self.utilization_levels) > 1:
+            self.gating = GatingModule(
+                in_channels,
+                len(self.utilization_levels),
+                channels=gating_channels,
+                nhead=gating_nhead,
+                d_ffn=gating_d_ffn,
+                chunk_size=K,
+                context=gating_context,
+                tau=gumbel_tau,
+                norm=norm,
+            )
+        self.last_utilization: Optional[torch.Tensor] = None
+        self.last_gates: Optional[torch.Tensor] = None
+
+    @property
+    def is_static(self) -> bool:
+        """True for a single-level (static) network."""
+        return self.gating is None
+
+    def forward(
+        self, x: torch.Tensor, utilization: Optional[Union[float, torch.Tensor]] = None
+    ) -> torch.Tensor:
+        """Estimates one mask per source.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            Encoded mixture of shape [B, F, T].
+        utilization : float or torch.Tensor, optional
+            External gating: a level for all frames, or a tensor [B, T] of
+            level values.  None uses the gating module (or the single level of
+            a static network).
+
+        Returns
+        -------
+        torch.Tensor
+            Masks of shape [num_spks, B, F, T].
+        """
+        if x.dim() != 3:
+            raise ValueError(f"expected encoded mixture of shape [batch, channels, time], got {tuple(x.shape)}")
+        B, _, T = x.shape
+        gates, level = self._select_levels(x, utilization)
+
+        # [B, F, T]
+        y = self.conv1d(self.norm(x))
+        if self.use_global_pos_enc:
+            y = self.pos_enc(y.transpose(1, -1)).transpose(1, -1) + y * (y.size(1) ** 0.5)
+        # [B, F, C, S]
+        y, gap = self._Segmentation(y, self.K)
+        intra_route, inter_route = self._routes(gates, level)
+
+        # [B, F, C, S]
+        for block in self.dual_mdl:
+            y = self._dual_block(block, y, intra_route, inter_route)
+        y = self.prelu(y)
+
+        # [B*spks, F, C, S]
+        y = self.conv2d(y)
+        _, _, C, S = y.shape
+        y = y.view(B * self.num_spks, -1, C, S)
+        # [B*spks, F, T]
+        y = self._over_add(y, gap)
+        y = self.output(y) * self.output_gate(y)
+        y = self.end_conv1x1(y)
+        # [spks, B, F, T]
+        y = self.activation(y.view(B, self.num_spks, -1, T))
+        return y.transpose(0, 1)
+
+    def _select_levels(self, x, utilization):
+        """Returns (gates [B, T, K] or None, level: int or [B, T] index) and
+        records ``last_utilization`` / ``last_gates``."""
+        B, _, T = x.shape
+        gates, level = None, None
+        if utilization is not None:
+            if torch.is_tensor(utilization) and utilization.dim() > 0:
+                if utilization.shape != (B, T):
+                    raise ValueError(
+                        f"expected utilization of shape {(B, T)} (batch, frames), got {tuple(utilization.shape)}"
+                    )
+                level = level_index(utilization.to(x.device), self.utilization_levels)
+            else:
+                level = int(level_index(torch.as_tensor(float(utilization)), self.utilization_levels))
+        elif self.gating is not None:
+            gates = self.gating(x)
+            if not self.training:
+                level, gates = gates.argmax(-1), None
+        else:
+            level = 0
+
+        self.last_gates = gates
+        if gates is not None:
+            # U_t = sum_k P_tk u_k keeps the straight-through gradient for eq. 18.
+            self.last_utilization = gates @ self.levels
+        elif isinstance(level, int):
+            self.last_utilization = self.levels[level].expand(B, T)
+        else:
+            self.last_utilization = self.levels[level]
+            if bool((level == level.reshape(-1)[0]).all()):
+                level = int(level.reshape(-1)[0])
+        return gates, level
+
+    def _chunk_track(self, track):
+        """Chunks a per-frame track [B, D, T] into [B, D, C, S] exactly like
+        ``_Segmentation`` chunks the features, except that padded positions
+        repeat the nearest real frame instead of zeros.  Padded positions thus
+        run at their neighbour's level, so a whole-input level also covers the
+        padding (as in a stock SepFormer) and every path agrees."""
+        B, D, T = track.shape
+        P = self.K // 2
+        gap = self.K - (P + T % self.K) % self.K
+        # [B, D, P + T + gap + P]
+        padded = F.pad(track, (P, gap + P), mode="replicate")
+        first = padded[..., :-P].reshape(B, D, -1, self.K)
+        second = padded[..., P:].reshape(B, D, -1, self.K)
+        # interleave the two shifted chunkings: [B, D, C, S]
+        return torch.cat([first, second], dim=3).reshape(B, D, -1, self.K).transpose(2, 3)
+
+    def _routes(self, gates, level):
+        """Returns the intra ([B*S, C]) and inter ([B*C, S]) routes of the
+        chunked per-frame levels U'."""
+        K = len(self.utilization_levels)
+        if gates is None and isinstance(level, int):
+            route = Route.uniform(level)
+            return route, route
+        if gates is not None:
+            # [B, C, S, K]
+            seg = self._chunk_track(gates.transpose(1, 2)).permute(0, 2, 3, 1)
+        else:
+            # [B, C, S]
+            seg = self._chunk_track(level[:, None].to(torch.float32))[:, 0].round().long()
+        B, C, S = seg.shape[:3]
+        intra = seg.transpose(1, 2).reshape(B * S, C, *seg.shape[3:])
+        inter = seg.reshape(B * C, S, *seg.shape[3:])
+        if gates is not None:
+            return Route.from_gates(intra), Route.from_gates(inter)
+        return Route.from_levels(intra, K), Route.from_levels(inter, K)
+
+    @staticmethod
+    def _dual_block(block, x, intra_route, inter_route):
+        """``Dual_Computation_Block.forward`` with routes passed to the blocks."""
+        B, N, C, S = x.shape
+        # [B*S, C, N]
+        intra = x.permute(0, 3, 2, 1).reshape(B * S, C, N)
+        intra = block.intra_mdl(intra, utilization=intra_route)
+        if block.linear_layer_after_inter_intra:
+            intra = block.intra_linear(intra)
+        # [B, N, C, S]
+        intra = intra.view(B, S, C, N).permute(0, 3, 2, 1).contiguous()
+        if block.norm is not None:
+            intra = block.intra_norm(intra)
+        if block.skip_around_intra:
+            intra = intra + x
+        # [B*C, S, N]
+        inter = intra.permute(0, 2, 3, 1).reshape(B * C, S, N)
+        inter = block.inter_mdl(inter, utilization=inter_route)
+        if block.linear_layer_after_inter_intra:
+            inter = block.inter_linear(inter)
+        # [B, N, C, S]
+        inter = inter.view(B, C, S, N).permute(0, 3, 1, 2).contiguous()
+        if block.norm is not None:
+            inter = block.inter_norm(inter)
+        return inter + intra

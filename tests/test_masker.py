@@ -1,0 +1,108 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from speechbrain.lobes.models.dual_path import Dual_Path_Model, SBTransformerBlock
+
+from speechbrain_dsn.masker import DSNMasker
+from speechbrain_dsn.slimmable import SlimmableTransformerBlock
+
+from .conftest import LEVEL_SETS, TINY
+
+DP = dict(num_layers=2, K=10, linear_layer_after_inter_intra=False)
+
+
+def _masker(levels):
+    intra = SlimmableTransformerBlock(**TINY, utilization_levels=levels)
+    inter = SlimmableTransformerBlock(**TINY, utilization_levels=levels)
+    return DSNMasker(32, 32, intra, inter, **DP)
+
+
+@pytest.mark.parametrize("levels", LEVEL_SETS)
+def test_full_width_equals_stock_dual_path_model(levels):
+    stock = Dual_Path_Model(32, 32, SBTransformerBlock(**TINY), SBTransformerBlock(**TINY), **DP).eval()
+    dsn = _masker(levels).eval()
+    result = dsn.load_state_dict(stock.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    assert all(k.startswith("gating.") for k in result.missing_keys)
+    assert bool(result.missing_keys) == (len(levels) > 1)
+    x = torch.randn(2, 32, 83)
+    torch.testing.assert_close(dsn(x, utilization=1.0), stock(x), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("levels", LEVEL_SETS[1:])
+def test_internal_gating_eval_equals_training_masked_path(levels):
+    masker = _masker(levels).eval()
+    x = torch.randn(2, 32, 71)
+    masks = masker(x)
+    used = masker.last_utilization
+    assert set(used.unique().tolist()) <= set(levels)
+    # the masked training path, fed the gates the eval path chose, matches it
+    index = (used[..., None] - torch.tensor(levels)).abs().argmin(-1)
+    masker.gating.forward = lambda y: F.one_hot(index, len(levels)).float()
+    masker.train()
+    torch.testing.assert_close(masker(x), masks, atol=1e-5, rtol=0)
+    assert masker.last_gates is not None
+
+
+def test_external_gating_per_frame_and_whole_input():
+    levels = (0.25, 0.5, 1.0)
+    masker = _masker(levels).eval()
+    x = torch.randn(2, 32, 64)
+    track = torch.tensor(levels)[torch.randint(0, 3, (2, 64))]
+    out = masker(x, utilization=track)
+    assert out.shape == (2, 2, 32, 64)
+    assert torch.equal(masker.last_utilization, track)
+    assert masker.last_gates is None
+    masker(x, utilization=0.5)
+    assert masker.last_utilization.shape == (2, 64) and bool((masker.last_utilization == 0.5).all())
+    # a constant per-frame track is the same as the whole-input level
+    torch.testing.assert_close(masker(x, utilization=torch.full((2, 64), 0.5)), masker(x, utilization=0.5))
+
+
+def test_training_utilization_carries_gradient_to_the_gate():
+    masker = _masker((0.25, 1.0)).train()
+    masker(torch.randn(2, 32, 40))
+    u = masker.last_utilization
+    assert u.requires_grad and set(u.unique().tolist()) <= {0.25, 1.0}
+    u.mean().backward()
+    assert masker.gating.classifier.weight.grad.abs().sum() > 0
+
+
+def test_static_masker_has_no_gating():
+    masker = _masker((0.5,)).eval()
+    assert masker.gating is None and masker.is_static
+    masker(torch.randn(1, 32, 30))
+    assert bool((masker.last_utilization == 0.5).all())
+
+
+def test_bad_inputs_are_reported():
+    masker = _masker((0.25, 1.0))
+    with pytest.raises(ValueError, match="batch, channels, time"):
+        masker(torch.randn(32, 40))
+    with pytest.raises(ValueError, match="utilization of shape"):
+        masker(torch.randn(2, 32, 40), utilization=torch.ones(2, 39))
+    with pytest.raises(ValueError, match="not among the levels"):
+        masker(torch.randn(2, 32, 40), utilization=0.5)
+    with pytest.raises(TypeError, match="SlimmableTransformerBlock"):
+        DSNMasker(32, 32, SBTransformerBlock(**TINY), SBTransformerBlock(**TINY))
+    with pytest.raises(ValueError, match="share utilization levels"):
+        DSNMasker(32, 32, SlimmableTransformerBlock(**TINY, utilization_levels=[1.0]),
+                  SlimmableTransformerBlock(**TINY, utilization_levels=[0.5, 1.0]))
+
+
+def test_one_block_passed_twice_does_not_tie_weights():
+    block = SlimmableTransformerBlock(**TINY)
+    masker = DSNMasker(32, 32, block, block, num_layers=1, K=10)
+    dual = masker.dual_mdl[0]
+    assert dual.intra_mdl is not dual.inter_mdl
+
+
+def test_track_chunking_matches_feature_segmentation():
+    masker = _masker((0.25, 1.0))
+    for T in (30, 37, 64):
+        track = torch.randn(2, 3, T)
+        feats, _ = masker._Segmentation(track, masker.K)
+        real, _ = masker._Segmentation(torch.ones(2, 3, T), masker.K)
+        chunks = masker._chunk_track(track)
+        assert chunks.shape == feats.shape
+        torch.testing.assert_close(chunks[real > 0], feats[real > 0])

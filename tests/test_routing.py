@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from speechbrain_dsn.routing import Route, check_levels, level_index, slim_width
+
+
+@pytest.mark.parametrize("u,full,expected", [(0.125, 8, 1), (0.25, 8, 2), (0.5, 1024, 512), (0.75, 8, 6), (1.0, 1024, 1024), (0.3, 10, 3)])
+def test_slim_width_is_ceil(u, full, expected):
+    assert slim_width(u, full) == expected
+
+
+@pytest.mark.parametrize("bad", [[], [0.0, 1.0], [1.5], [0.5, 0.5]])
+def test_check_levels_rejects_bad_sets(bad):
+    with pytest.raises(ValueError):
+        check_levels(bad)
+
+
+def test_level_index_rejects_values_outside_the_set():
+    with pytest.raises(ValueError, match="not among the levels"):
+        level_index(torch.tensor([0.3]), (0.125, 1.0))
+
+
+def test_uniform_track_collapses_to_a_uniform_route():
+    route = Route.from_levels(torch.full((3, 5), 2), num_levels=3)
+    assert route.level == 2 and route.packs is None
+
+
+def test_packs_hold_exactly_the_active_tokens_in_time_order():
+    levels = torch.tensor([[0, 2, 1, 2], [0, 0, 0, 0], [1, 0, 2, 0]])
+    route = Route.from_levels(levels, num_levels=3)
+    # FFN groups partition the tokens by level
+    flat = levels.reshape(-1)
+    for k, tokens in enumerate(route.level_tokens):
+        assert torch.equal(tokens, torch.nonzero(flat == k).squeeze(1))
+    # group 0 is dense; group g holds the tokens with level >= g
+    assert route.packs[0] == "dense"
+    for g in (1, 2):
+        pack = route.packs[g]
+        expected = torch.nonzero(flat >= g).squeeze(1)
+        assert torch.equal(pack.token_idx, expected)
+        # sequences without active tokens are dropped, the rest padded to the longest
+        assert pack.valid.shape == (int((levels >= g).any(1).sum()), int((levels >= g).sum(1).max()))
+        assert pack.slot_idx.numel() == expected.numel()
+
+
+def test_empty_and_full_groups():
+    route = Route.from_levels(torch.tensor([[0, 1], [1, 0]]), num_levels=3)
+    assert route.packs[2] is None
