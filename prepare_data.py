@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Prepare DSN separation data: train/valid CSVs and fixed overlap/noise test sets.
+
+Thin command-line wrapper around
+:func:`speechbrain_dsn.data.prepare.prepare_dsn_data` (paper Section IV-A).
+
+Examples::
+
+    python prepare_data.py --corpus folder --data_folder data/demo --save_folder results/data
+    python prepare_data.py --corpus wham --data_folder /corpora/wsj0-mix \\
+        --noise_folder /corpora/wham_noise --save_folder results/wham
+"""
+
+import argparse
+import logging
+
+from speechbrain_dsn.data.prepare import CORPORA, prepare_dsn_data
+
+
+def _parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", choices=CORPORA, required=True)
+    parser.add_argument("--data_folder", required=True, help="corpus root")
+    parser.add_argument("--save_folder", required=True, help="output folder for CSVs and test audio")
+    parser.add_argument("--sample_rate", type=int, default=8000)
+    parser.add_argument("--noise_folder", default=None, help="wham_noise folder (wham corpus)")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--num_train", type=int, default=None, help="pairs (folder default: 24; else all)")
+    parser.add_argument("--num_valid", type=int, default=None, help="pairs (folder default: 4; else all)")
+    parser.add_argument("--num_test", type=int, default=None,
+                        help="pairs per test condition (folder default: 3; else all)")
+    parser.add_argument("--test_overlaps", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
+    parser.add_argument("--test_noise_activities", type=float, nargs="+", default=[1.0, 0.5, 0.0])
+    parser.add_argument("--max_source_seconds", type=float, default=None,
+                        help="cap on each source's speech (folder default: 5 s; else none)")
+    parser.add_argument("--libri2mix_noisy", action="store_true", help="use the Libri2Mix noise folder")
+    parser.add_argument("--audio_subtype", default="FLOAT", help="soundfile subtype of test WAVs")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Parse the arguments and run the preparation."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parse_args(argv)
+    paths = prepare_dsn_data(**vars(args))
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

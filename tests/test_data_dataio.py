@@ -1,0 +1,95 @@
+"""Tests for speechbrain_dsn.data.dataio (on-the-fly mixing pipelines, Section IV-C)."""
+
+import csv
+
+import pytest
+import torch
+
+from speechbrain_dsn.data.dataio import dataio_prep
+from speechbrain_dsn.data.prepare import prepare_dsn_data
+from tests.data_layouts import make_folder_corpus, make_wham_noise, make_wsj0_2mix
+
+SEG = 8000
+
+
+@pytest.fixture(scope="module")
+def folder_save(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dataio")
+    save = root / "save"
+    prepare_dsn_data(make_folder_corpus(root / "corpus"), save, num_train=6, num_valid=2, num_test=1,
+                     max_source_seconds=2.5)
+    return save
+
+
+def hparams(save, **extra):
+    return dict({"save_folder": str(save), "sample_rate": 8000, "training_signal_len": SEG}, **extra)
+
+
+def test_train_items_are_cropped_mixtures(folder_save):
+    train, valid, tests = dataio_prep(hparams(folder_save))
+    with open(folder_save / "train.csv", newline="") as handle:
+        rows = {r["ID"]: r for r in csv.DictReader(handle)}
+    for index in range(len(train)):
+        item = train[index]
+        assert set(item) == {"id", "mix_sig", "s1_sig", "s2_sig", "source_files"}
+        assert item["mix_sig"].shape == item["s1_sig"].shape == item["s2_sig"].shape == (SEG,)
+        assert torch.equal(item["mix_sig"], item["s1_sig"] + item["s2_sig"])
+        row = rows[item["id"]]
+        assert item["source_files"] == (row["s1_wav"], row["s2_wav"])  # fixed pairs
+    uncropped = dataio_prep(hparams(folder_save, training_signal_len=None))[0][0]
+    assert uncropped["mix_sig"].shape[0] > SEG
+
+
+def test_valid_is_deterministic_and_training_is_seeded(folder_save):
+    train, valid, _ = dataio_prep(hparams(folder_save))
+    assert torch.equal(valid[0]["mix_sig"], valid[0]["mix_sig"])
+    assert valid[0]["mix_sig"].shape == (SEG,)
+    torch.manual_seed(5)
+    first = [train[0]["mix_sig"] for _ in range(3)]
+    torch.manual_seed(5)
+    again = [train[0]["mix_sig"] for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], first[1])  # a new overlap/crop per fetch
+
+
+def test_dynamic_mixing_draws_new_pairs_of_different_speakers(folder_save):
+    train, _, _ = dataio_prep(hparams(folder_save, dynamic_mixing=True, speed_perturb=True))
+    spk = {}
+    with open(folder_save / "train.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            spk.update({row["s1_wav"]: row["s1_spk"], row["s2_wav"]: row["s2_spk"]})
+    pairs = set()
+    for _ in range(8):
+        item = train[0]
+        pairs.add(item["source_files"])
+        assert spk[item["source_files"][0]] != spk[item["source_files"][1]]
+        assert torch.equal(item["mix_sig"], item["s1_sig"] + item["s2_sig"])
+    assert len(pairs) >= 3
+
+
+def test_test_sets_expose_conditions_and_boundaries(folder_save):
+    _, _, tests = dataio_prep(hparams(folder_save))
+    assert sorted(tests) == ["ov100", "ov25", "ov50", "ov75"]
+    item = tests["ov50"][0]
+    assert isinstance(item["overlap"], float) and item["overlap"] == pytest.approx(0.5, abs=0.1)
+    assert all(isinstance(item[k], int) for k in ("s1_start", "s1_end", "s2_start", "s2_end"))
+    assert item["s1_end"] <= item["mix_sig"].shape[0]
+    assert torch.equal(item["mix_sig"], item["s1_sig"] + item["s2_sig"])
+    only = dataio_prep(hparams(folder_save, test_conditions=["ov25"]))[2]
+    assert list(only) == ["ov25"]
+    with pytest.raises(FileNotFoundError, match="ov10"):
+        dataio_prep(hparams(folder_save, test_conditions=["ov10"]))
+
+
+def test_noisy_corpus_items_have_noise(tmp_path):
+    root = make_wsj0_2mix(tmp_path / "wsj")
+    make_wham_noise(tmp_path / "wsj" / "wham_noise", root)
+    prepare_dsn_data(root, tmp_path / "save", corpus="wham", test_overlaps=(1.0,), test_noise_activities=(0.5,))
+    train, valid, tests = dataio_prep(hparams(tmp_path / "save", noise_activity_range=[1.0, 1.0]))
+    item = train[0]
+    assert torch.equal(item["mix_sig"], item["s1_sig"] + item["s2_sig"] + item["noise_sig"])
+    assert torch.count_nonzero(item["noise_sig"]) > 0.95 * item["noise_sig"].numel()  # activity 1.0
+    quiet = dataio_prep(hparams(tmp_path / "save", noise_activity_range=[0.0, 0.0]))[0][0]
+    assert torch.count_nonzero(quiet["noise_sig"]) == 0
+    test_item = tests["ov100_na50"][0]
+    assert torch.equal(test_item["mix_sig"], test_item["s1_sig"] + test_item["s2_sig"] + test_item["noise_sig"])
