@@ -136,7 +136,7 @@ def active_parameters(model, utilization: Optional[float] = None, include_gating
     >>> active_parameters(block, 1.0) == sum(p.numel() for p in block.parameters())
     True
     >>> active_parameters(block, 0.25)
-    4576
+    2344
     """
     modules = list(model.values()) if isinstance(model, (dict, nn.ModuleDict)) else [model]
     total = 0
@@ -198,7 +198,7 @@ def slimmable_layer_macs(
     Example
     -------
     >>> slimmable_layer_macs(1.0, 256, 8, 1024, tokens=1, seq_len=50)
-    813056
+    812032
     """
     inner = slim_width(utilization, nhead) * (d_model // nhead)
     neurons = slim_width(utilization, d_ffn)
