@@ -29,6 +29,7 @@ __all__ = [
     "TABLE_I",
     "active_parameters",
     "complexity_table",
+    "gating_gmacs",
     "gmacs_per_second",
     "slimmable_layer_macs",
     "track_gmacs",
@@ -109,6 +110,33 @@ def gmacs_per_second(
             macs = profile_macs(separator, (mix,))
     finally:
         separator.train(was_training)
+    return macs / seconds / 1e9
+
+
+def gating_gmacs(model, seconds: float = 4.0, sample_rate: int = 8000) -> float:
+    """Traced GMAC/s of the gating module alone (added under internal gating).
+
+    Example
+    -------
+    >>> from speechbrain_dsn.model import DSNSepformer
+    >>> model = DSNSepformer.paper_config(utilization_levels=[0.125, 1.0])
+    >>> round(gating_gmacs(model), 2)
+    0.04
+    """
+    from torchprofile import profile_macs
+
+    encoder, masknet, _ = _parts(model)
+    if masknet.gating is None:
+        return 0.0
+    mix = torch.randn(1, int(seconds * sample_rate), device=next(masknet.parameters()).device)
+    was_training = masknet.gating.training
+    masknet.gating.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            macs = profile_macs(masknet.gating, (encoder(mix),))
+    finally:
+        masknet.gating.train(was_training)
     return macs / seconds / 1e9
 
 

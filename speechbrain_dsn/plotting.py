@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence, Union
 
+import os
+
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -29,6 +31,7 @@ def _to_numpy(x: ArrayLike) -> np.ndarray:
 
 def _save(fig: Figure, path: str) -> str:
     FigureCanvasAgg(fig)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     return path
 

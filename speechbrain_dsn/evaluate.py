@@ -1,0 +1,183 @@
+"""Test stage of the recipe: the paper's evaluations (Section V).
+
+For every test condition (overlap ratio, noise activity) and every gating
+mode (internal gating, and external gating at each level, Table II) it
+measures per utterance the SI-SDRi, the average utilization and the effective
+GMAC/s, and per segment type (silence / one speaker / overlap, from webrtcvad
+labels of the references) the share of each level (Figs. 9, 15) and the
+segSI-SDR (Figs. 11, 16).  It writes, under ``output_folder``:
+
+* ``test_results.csv`` (per utterance) and ``test_summary.csv`` (per
+  condition x gating mode, plus the mean over conditions as ``all``);
+* ``utilization_by_segment.csv`` and ``segsdr_by_segment.csv``;
+* ``plots/utilization_<condition>_<id>.png`` (Figs. 6, 8) and
+  ``plots/tradeoff.png`` (Fig. 10);
+* ``audio_results/<condition>/<gating>/`` separated audio (``save_audio``).
+"""
+
+import logging
+import os
+from collections import defaultdict
+
+import numpy as np
+import speechbrain as sb
+import torch
+from speechbrain.dataio.dataio import write_audio
+
+from .complexity import gating_gmacs, gmacs_per_second, track_gmacs
+from .data.vad import speech_activity
+from .evaluation import SEGMENT_TYPES, frame_segment_types, segment_stats, si_sdr_improvement, summarize, write_csv
+from .losses import pit_si_sdr, segmental_si_sdr
+from .plotting import plot_tradeoff, plot_utilization
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["evaluate_test_sets", "gating_modes"]
+
+
+def gating_modes(levels):
+    """Gating modes to evaluate: internal plus external at each level (Table II).
+
+    Example
+    -------
+    >>> gating_modes((0.125, 1.0))
+    [('internal', None), ('external_0.125', 0.125), ('external_1', 1.0)]
+    >>> gating_modes((0.5,))
+    [('static_0.5', None)]
+    """
+    if len(levels) == 1:
+        return [(f"static_{levels[0]:g}", None)]
+    return [("internal", None)] + [(f"external_{u:g}", u) for u in levels]
+
+
+def _level_costs(brain, seconds):
+    """GMAC/s at each level, and the gating module's own GMAC/s."""
+    rate = brain.hparams.sample_rate
+    costs = {u: gmacs_per_second(brain.modules, u, seconds, rate) for u in brain.levels}
+    gating = gating_gmacs(brain.modules, seconds, rate) if brain.is_dynamic else 0.0
+    return costs, gating
+
+
+def _segment_types(batch, num_frames, hp):
+    """Frame and 96 ms segment types from webrtcvad labels of the references."""
+    refs = [getattr(batch, f"s{i + 1}_sig")[0][0].cpu().numpy() for i in range(2)]
+    active = [speech_activity(r, hp.sample_rate) for r in refs]
+    frames = frame_segment_types(*active, num_frames, hp.kernel_stride, hp.kernel_size)
+    seg_len = int(round(hp.sample_rate * getattr(hp, "segment_ms", 96.0) / 1000))
+    segs = frame_segment_types(*active, _num_segments(len(refs[0]), seg_len), seg_len // 2, seg_len, rule="majority")
+    seg_active = np.stack([_segment_activity(a, seg_len) for a in active], -1)
+    return np.asarray(frames), np.asarray(segs), seg_active
+
+
+def _num_segments(T, seg_len):
+    return max(1, 1 + (T - seg_len) // (seg_len // 2)) if T >= seg_len else 1
+
+
+def _segment_activity(active, seg_len):
+    hop = seg_len // 2
+    n = _num_segments(len(active), seg_len)
+    idx = np.arange(n)[:, None] * hop + np.arange(seg_len)[None, :]
+    padded = np.concatenate([active, np.zeros(max(0, idx.max() + 1 - len(active)), bool)])
+    return padded[idx].mean(-1) > 0.5
+
+
+def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: str = "loss"):
+    """Runs the test stage over every condition and gating mode.
+
+    Arguments
+    ---------
+    brain : DSNBrain
+        A trained (or being trained) brain; its best checkpoint is loaded.
+    test_sets : dict
+        Condition name to dataset (items with ``mix_sig``, ``s1_sig``, ``s2_sig``).
+    output_folder : str
+        Where the CSVs, plots and audio go.
+    min_key : str
+        Checkpoint metadata key selecting the best checkpoint.
+
+    Returns
+    -------
+    list of dict
+        The rows of ``test_summary.csv``.
+    """
+    hp = brain.hparams
+    brain.on_evaluate_start(min_key=min_key)
+    brain.modules.eval()
+    costs, gating_cost = _level_costs(brain, getattr(hp, "gmacs_seconds", 4.0))
+    modes = gating_modes(brain.levels)
+    rows, share_counts, seg_scores = [], defaultdict(lambda: np.zeros(len(brain.levels))), defaultdict(list)
+    plots = os.path.join(output_folder, "plots")
+    for condition, dataset in test_sets.items():
+        loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=1)
+        for i, batch in enumerate(loader):
+            if brain.debug and i >= brain.debug_batches:
+                break
+            batch = batch.to(brain.device)
+            mix = batch.mix_sig[0]
+            targets = torch.stack([batch.s1_sig[0], batch.s2_sig[0]], -1)
+            types = None
+            for mode, utilization in modes:
+                with torch.no_grad():
+                    est = brain.separate(mix, utilization=utilization)
+                used = brain.modules.masknet.last_utilization[0].cpu()
+                if types is None:
+                    frame_types, seg_types, seg_active = _segment_types(batch, used.numel(), hp)
+                    types = True
+                metrics = si_sdr_improvement(est, targets, mix)
+                gmacs = track_gmacs(costs, used) + (gating_cost if mode == "internal" else 0.0)
+                rows.append(dict(condition=condition, gating=mode, ID=batch.id[0],
+                                 overlap=float(batch.overlap[0]) if hasattr(batch, "overlap") else None,
+                                 si_sdr=float(metrics["si_sdr"].mean()), si_sdri=float(metrics["si_sdri"].mean()),
+                                 avg_utilization=float(used.mean()), gmacs=gmacs))
+                index = (used[:, None] - torch.tensor(brain.levels)).abs().argmin(-1).numpy()
+                for t, name in enumerate(SEGMENT_TYPES):
+                    share_counts[(condition, mode, name)] += np.bincount(index[frame_types == t], minlength=len(brain.levels))
+                _, reordered = pit_si_sdr(est, targets)
+                seg = segmental_si_sdr(reordered, targets, hp.sample_rate)[0].cpu().numpy()
+                n = min(len(seg), len(seg_types))
+                weights = seg_active[:n].astype(float)
+                scores = (seg[:n] * weights).sum(-1) / np.maximum(weights.sum(-1), 1)
+                seg_scores[(condition, mode)].append((scores, seg_types[:n]))
+                if getattr(hp, "save_audio", False) and i < getattr(hp, "n_audio_to_save", 3):
+                    _save_audio(os.path.join(output_folder, "audio_results", condition, mode), batch.id[0], mix, est,
+                                hp.sample_rate)
+                if i < getattr(hp, "n_plots", 3) and mode in ("internal", modes[0][0]):
+                    plot_utilization(mix[0].cpu(), used, hp.sample_rate, hp.kernel_stride,
+                                     os.path.join(plots, f"utilization_{condition}_{batch.id[0]}.png"),
+                                     brain.levels, segment_types=frame_types, title=f"{condition} / {batch.id[0]}")
+        logger.info("evaluated condition %s (%d utterances)", condition, i + 1)
+    return _write_reports(rows, share_counts, seg_scores, brain.levels, output_folder)
+
+
+def _save_audio(folder, uid, mix, est, sample_rate):
+    os.makedirs(folder, exist_ok=True)
+    peak = est.abs().max().clamp_min(1e-8)
+    for j in range(est.shape[-1]):
+        write_audio(os.path.join(folder, f"{uid}_source{j + 1}hat.wav"), (est[0, :, j] / peak * 0.9).cpu(), sample_rate)
+    write_audio(os.path.join(folder, f"{uid}_mix.wav"), (mix[0] / mix.abs().max().clamp_min(1e-8) * 0.9).cpu(),
+                sample_rate)
+
+
+def _write_reports(rows, share_counts, seg_scores, levels, output_folder):
+    os.makedirs(output_folder, exist_ok=True)
+    write_csv(os.path.join(output_folder, "test_results.csv"), rows)
+    summary = summarize(rows)
+    summary += [dict(r, condition="all") for r in summarize(rows, group_by=("gating",))]
+    write_csv(os.path.join(output_folder, "test_summary.csv"), summary,
+              columns=["condition", "gating", "si_sdri", "avg_utilization", "gmacs", "count"])
+    shares = []
+    for (condition, mode, name), counts in share_counts.items():
+        total = counts.sum()
+        for level, count in zip(levels, counts):
+            shares.append(dict(condition=condition, gating=mode, segment_type=name, utilization=level,
+                               share=count / total if total else float("nan"), frames=int(count)))
+    write_csv(os.path.join(output_folder, "utilization_by_segment.csv"), shares)
+    stats_rows = []
+    for (condition, mode), parts in seg_scores.items():
+        values = np.concatenate([p[0] for p in parts])
+        types = np.concatenate([p[1] for p in parts])
+        for name, stats in segment_stats(values, types).items():
+            stats_rows.append(dict(condition=condition, gating=mode, segment_type=name, **stats))
+    write_csv(os.path.join(output_folder, "segsdr_by_segment.csv"), stats_rows)
+    plot_tradeoff([r for r in summary if r["condition"] != "all"], os.path.join(output_folder, "plots", "tradeoff.png"))
+    return summary

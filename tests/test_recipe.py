@@ -1,0 +1,82 @@
+"""Recipe smoke tests: train.py --debug on the bundled demo corpus, tiny model."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from speechbrain_dsn.recipe import load_hparams
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {"N_encoder_out": 32, "num_layers": 1, "nhead": 4, "d_ffn": 64, "num_dual_blocks": 1, "chunk_size": 20}
+YAMLS = {"static.yaml": (1.0,), "dsn_2level.yaml": (0.125, 1.0), "dsn_3level.yaml": (0.125, 0.5, 1.0)}
+
+
+@pytest.mark.parametrize("name", sorted(YAMLS))
+def test_every_yaml_loads_with_small_overrides(name, tmp_path):
+    hp = load_hparams(os.path.join(ROOT, "hparams", name), {**TINY, "output_folder": str(tmp_path)})
+    assert hp["modules"]["masknet"].utilization_levels == YAMLS[name]
+    assert hp["data_folder"] == "data/demo" and hp["corpus"] == "folder"
+    assert (hp["modules"]["masknet"].gating is None) == (len(YAMLS[name]) == 1)
+
+
+def test_static_yaml_takes_any_single_level(tmp_path):
+    hp = load_hparams(os.path.join(ROOT, "hparams", "static.yaml"),
+                      {**TINY, "output_folder": str(tmp_path), "utilization_levels": [0.125]})
+    layer = hp["modules"]["masknet"].dual_mdl[0].intra_mdl.mdl.layers[0]
+    assert layer.pos_ffn.ffn[0].weight.shape[0] == 8  # ceil(0.125 * 64) neurons, nothing else
+
+
+def test_paper_configuration_is_the_default():
+    hp = load_hparams(os.path.join(ROOT, "hparams", "dsn_3level.yaml"), {"output_folder": "unused"})
+    model = torch.nn.ModuleDict(hp["modules"])
+    gating = sum(p.numel() for p in hp["modules"]["masknet"].gating.parameters())
+    assert round((sum(p.numel() for p in model.parameters()) - gating) / 1e6, 2) == 13.04
+    assert (hp["alpha"], hp["weighting"], hp["sd_a"], hp["sd_b"], hp["gating_dropout"]) == (1.0, "sd", 0.05, 30.0, 0.3)
+
+
+def _run(yaml, out, **overrides):
+    options = {**TINY, "test_conditions": "[ov100, ov25]", "gmacs_seconds": 0.25, "n_plots": 1, **overrides}
+    args = [sys.executable, "train.py", f"hparams/{yaml}", "--debug", "--output_folder", str(out)]
+    for key, value in options.items():
+        args += [f"--{key}", str(value)]
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(YAMLS))
+def test_train_debug_writes_results_summary_plots_and_inference_folder(name, tmp_path):
+    out = tmp_path / "run"
+    _run(name, out)
+    for f in ["test_results.csv", "test_summary.csv", "utilization_by_segment.csv", "segsdr_by_segment.csv",
+              "plots/tradeoff.png", "train_log.txt", "hyperparams.yaml", "inference/hyperparams.yaml",
+              "inference/encoder.ckpt", "inference/masknet.ckpt", "inference/decoder.ckpt"]:
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    with open(out / "test_summary.csv") as fin:
+        summary = list(csv.DictReader(fin))
+    levels = YAMLS[name]
+    expected_modes = {f"static_{levels[0]:g}"} if len(levels) == 1 else {"internal"} | {f"external_{u:g}" for u in levels}
+    assert {r["gating"] for r in summary} == expected_modes
+    assert {r["condition"] for r in summary} == {"ov100", "ov25", "all"}
+    for row in summary:
+        if row["gating"].startswith("external_"):
+            assert float(row["avg_utilization"]) == pytest.approx(float(row["gating"].split("_")[1]))
+        assert float(row["gmacs"]) > 0
+    assert list((out / "plots").glob("utilization_*.png"))
+    log = (out / "train_log.txt").read_text()
+    assert "avg_utilization" in log and "share_u1" in log
+
+
+def test_inference_folder_loads_in_stock_sepformer_separation(tmp_path):
+    from speechbrain.inference.separation import SepformerSeparation
+
+    out = tmp_path / "run"
+    _run("dsn_2level.yaml", out, test_conditions="[ov100]")
+    separator = SepformerSeparation.from_hparams(source=str(out / "inference"), savedir=str(tmp_path / "pretrained"))
+    mix_file = next((out / "data" / "test" / "ov100").glob("*_mix.wav"))
+    est = separator.separate_file(str(mix_file))
+    assert est.shape[-1] == 2 and torch.isfinite(est).all()

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Recipe: train and evaluate a dynamic slimmable SepFormer (DSN).
+
+Implements the training of Elminshawi et al., "Dynamic Slimmable Networks for
+Efficient Speech Separation" (TASLP 2025), Section IV, and its evaluations
+(Section V).  Runs data preparation, training and the test stage::
+
+    python train.py hparams/dsn_3level.yaml                 # bundled demo corpus
+    python train.py hparams/dsn_3level.yaml --corpus wsj0-2mix --data_folder /corpora/wsj0-mix
+    python train.py hparams/static.yaml --utilization_levels "[0.5]" --experiment_name static_0.5
+    torchrun --nproc_per_node=4 train.py hparams/dsn_2level.yaml --data_folder ...
+
+``--debug`` runs a few batches of two epochs; ``--test_only`` skips training
+and evaluates the best checkpoint.
+"""
+
+import os
+import sys
+
+import speechbrain as sb
+from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.logger import get_logger
+
+from speechbrain_dsn.brain import DSNBrain
+from speechbrain_dsn.data.dataio import dataio_prep
+from speechbrain_dsn.data.prepare import prepare_dsn_data
+from speechbrain_dsn.evaluate import evaluate_test_sets
+from speechbrain_dsn.inference import export_inference_folder
+from speechbrain_dsn.recipe import load_hparams, save_hparams
+
+logger = get_logger(__name__)
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    hparams = load_hparams(hparams_file, overrides)
+
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
+    if sb.utils.distributed.if_main_process():
+        save_hparams(hparams, os.path.join(hparams["output_folder"], "hyperparams.yaml"))
+
+    run_on_main(
+        prepare_dsn_data,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "save_folder": hparams["data_save_folder"],
+            "corpus": hparams["corpus"],
+            "sample_rate": hparams["sample_rate"],
+            "noise_folder": hparams["noise_folder"],
+            "seed": hparams["seed"],
+            "num_train": hparams["num_train"],
+            "num_valid": hparams["num_valid"],
+            "num_test": hparams["num_test"],
+            "test_overlaps": hparams["test_overlaps"],
+            "test_noise_activities": hparams["test_noise_activities"],
+            "max_source_seconds": hparams["max_source_seconds"],
+            "skip_prep": hparams["skip_prep"],
+        },
+    )
+    train_data, valid_data, test_sets = dataio_prep({**hparams, "save_folder": hparams["data_save_folder"]})
+
+    brain = DSNBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["optimizer"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    loader_opts = {"batch_size": hparams["batch_size"], "num_workers": hparams["num_workers"]}
+    # Brain.fit returns at once under --test_only
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train_data,
+        valid_data,
+        train_loader_kwargs={**loader_opts, "shuffle": True},
+        valid_loader_kwargs=loader_opts,
+    )
+
+    if sb.utils.distributed.if_main_process():
+        evaluate_test_sets(brain, test_sets, hparams["output_folder"])
+        folder = export_inference_folder(hparams, hparams["modules"], os.path.join(hparams["output_folder"], "inference"))
+        logger.info("inference folder written to %s", folder)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
