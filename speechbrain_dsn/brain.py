@@ -16,9 +16,9 @@ from typing import Optional, Union
 
 import speechbrain as sb
 import torch
-import torch.nn.functional as F
 
 from .losses import dsn_loss
+from .model import separate
 
 __all__ = ["DSNBrain"]
 
@@ -71,18 +71,7 @@ class DSNBrain(sb.Brain):
         torch.Tensor
             Estimated sources [B, T, num_spks].
         """
-        # [B, F, T']
-        mix_w = self.modules.encoder(mix)
-        # [spks, B, F, T']
-        masks = self.modules.masknet(mix_w, utilization=utilization)
-        sep_h = mix_w.unsqueeze(0) * masks
-        # [B, T'', spks]
-        est = torch.stack([self.modules.decoder(sep_h[i]) for i in range(self.hparams.num_spks)], dim=-1)
-        # the transposed convolution can end a few samples short or long
-        T = mix.size(1)
-        if est.size(1) < T:
-            return F.pad(est, (0, 0, 0, T - est.size(1)))
-        return est[:, :T]
+        return separate(self.modules.encoder, self.modules.masknet, self.modules.decoder, mix, utilization)
 
     def _gating_dropout(self) -> Optional[float]:
         """A level for all frames with probability ``gating_dropout`` (Section IV-C)."""
@@ -129,8 +118,8 @@ class DSNBrain(sb.Brain):
     def _track(self, out, used):
         """Accumulates the stage statistics: SI-SNR, complexity, utilization."""
         stats = self._stats
-        stats["si_snr"] += -float(out["si_sdr_loss"])
-        stats["complexity"] += float(out["complexity"])
+        stats["si_snr"] += -float(out["si_sdr_loss"].detach())
+        stats["complexity"] += float(out["complexity"].detach())
         stats["batches"] += 1
         used = used.detach().reshape(-1)
         levels = torch.tensor(self.levels, device=used.device)

@@ -22,6 +22,7 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from .model import separate
 from .routing import slim_width
 from .slimmable import SlimmableFeedForward, SlimmableMultiheadAttention
 
@@ -42,16 +43,13 @@ TABLE_I = {0.125: (5.8, 2.0), 0.25: (9.0, 3.6), 0.5: (15.4, 6.7), 0.75: (21.8, 9
 class _Separator(nn.Module):
     """encoder -> masknet -> decoder at a fixed utilization, for tracing."""
 
-    def __init__(self, encoder, masknet, decoder, utilization, num_spks):
+    def __init__(self, encoder, masknet, decoder, utilization):
         super().__init__()
         self.encoder, self.masknet, self.decoder = encoder, masknet, decoder
         self.utilization = utilization
-        self.num_spks = num_spks
 
     def forward(self, mix):
-        mix_w = self.encoder(mix)
-        masks = self.masknet(mix_w, utilization=self.utilization)
-        return torch.stack([self.decoder(mix_w * masks[i]) for i in range(self.num_spks)], -1)
+        return separate(self.encoder, self.masknet, self.decoder, mix, self.utilization)
 
 
 def _parts(model):
@@ -99,8 +97,8 @@ def gmacs_per_second(
     from torchprofile import profile_macs
 
     encoder, masknet, decoder = _parts(model)
-    separator = _Separator(encoder, masknet, decoder, utilization, masknet.num_spks)
-    was_training = separator.training
+    separator = _Separator(encoder, masknet, decoder, utilization)
+    modes = [m.training for m in separator.modules()]
     separator.eval()
     mix = torch.randn(1, int(seconds * sample_rate), device=next(masknet.parameters()).device)
     try:
@@ -109,7 +107,9 @@ def gmacs_per_second(
             warnings.simplefilter("ignore")
             macs = profile_macs(separator, (mix,))
     finally:
-        separator.train(was_training)
+        # restore each module's own train/eval mode
+        for module, mode in zip(separator.modules(), modes):
+            module.training = mode
     return macs / seconds / 1e9
 
 

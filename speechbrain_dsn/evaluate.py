@@ -27,7 +27,8 @@ from speechbrain.dataio.dataio import write_audio
 from .complexity import gating_gmacs, gmacs_per_second, track_gmacs
 from .data.vad import speech_activity
 from .evaluation import SEGMENT_TYPES, frame_segment_types, segment_stats, si_sdr_improvement, summarize, write_csv
-from .losses import pit_si_sdr, segmental_si_sdr
+from .losses import pit_si_sdr
+from .segmental import _segment, _segment_geometry, segmental_si_sdr
 from .plotting import plot_tradeoff, plot_utilization
 
 logger = logging.getLogger(__name__)
@@ -59,26 +60,17 @@ def _level_costs(brain, seconds):
 
 
 def _segment_types(batch, num_frames, hp):
-    """Frame and 96 ms segment types from webrtcvad labels of the references."""
+    """Frame types, 96 ms segment types and per-segment source activity
+    [S, 2], from webrtcvad labels of the references."""
     refs = [getattr(batch, f"s{i + 1}_sig")[0][0].cpu().numpy() for i in range(2)]
     active = [speech_activity(r, hp.sample_rate) for r in refs]
     frames = frame_segment_types(*active, num_frames, hp.kernel_stride, hp.kernel_size)
-    seg_len = int(round(hp.sample_rate * getattr(hp, "segment_ms", 96.0) / 1000))
-    segs = frame_segment_types(*active, _num_segments(len(refs[0]), seg_len), seg_len // 2, seg_len, rule="majority")
-    seg_active = np.stack([_segment_activity(a, seg_len) for a in active], -1)
-    return np.asarray(frames), np.asarray(segs), seg_active
-
-
-def _num_segments(T, seg_len):
-    return max(1, 1 + (T - seg_len) // (seg_len // 2)) if T >= seg_len else 1
-
-
-def _segment_activity(active, seg_len):
-    hop = seg_len // 2
-    n = _num_segments(len(active), seg_len)
-    idx = np.arange(n)[:, None] * hop + np.arange(seg_len)[None, :]
-    padded = np.concatenate([active, np.zeros(max(0, idx.max() + 1 - len(active)), bool)])
-    return padded[idx].mean(-1) > 0.5
+    length, hop = _segment_geometry(hp.sample_rate, getattr(hp, "segment_ms", 96.0), 0.5)
+    # [1, S, 2, L] -> majority of active samples per segment and source
+    masks = torch.from_numpy(np.stack(active, -1)[None].astype(np.float32))
+    seg_active = (_segment(masks, length, hop).mean(-1) > 0.5)[0].numpy()
+    seg_types = seg_active.sum(-1)
+    return np.asarray(frames), seg_types, seg_active
 
 
 def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: str = "loss"):

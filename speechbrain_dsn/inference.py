@@ -14,6 +14,8 @@ from typing import Optional, Union
 import torch
 from speechbrain.inference.separation import SepformerSeparation
 
+from .model import separate
+
 __all__ = ["DSNSeparation", "export_inference_folder", "MODEL_KEYS"]
 
 #: Recipe keys that define the architecture (copied into hyperparams.yaml).
@@ -34,17 +36,8 @@ encoder: !new:speechbrain.lobes.models.dual_path.Encoder
     kernel_size: !ref <kernel_size>
     out_channels: !ref <N_encoder_out>
 
-intra_model: !new:speechbrain_dsn.slimmable.SlimmableTransformerBlock
-    num_layers: !ref <num_layers>
-    d_model: !ref <N_encoder_out>
-    nhead: !ref <nhead>
-    d_ffn: !ref <d_ffn>
-    dropout: 0.0
-    use_positional_encoding: True
-    norm_before: True
-    utilization_levels: !ref <utilization_levels>
-
-inter_model: !new:speechbrain_dsn.slimmable.SlimmableTransformerBlock
+# DSNMasker deep-copies a block passed as both intra and inter model.
+transformer_block: !new:speechbrain_dsn.slimmable.SlimmableTransformerBlock
     num_layers: !ref <num_layers>
     d_model: !ref <N_encoder_out>
     nhead: !ref <nhead>
@@ -57,8 +50,8 @@ inter_model: !new:speechbrain_dsn.slimmable.SlimmableTransformerBlock
 masknet: !new:speechbrain_dsn.masker.DSNMasker
     in_channels: !ref <N_encoder_out>
     out_channels: !ref <N_encoder_out>
-    intra_model: !ref <intra_model>
-    inter_model: !ref <inter_model>
+    intra_model: !ref <transformer_block>
+    inter_model: !ref <transformer_block>
     num_layers: !ref <num_dual_blocks>
     norm: ln
     K: !ref <chunk_size>
@@ -153,15 +146,8 @@ class DSNSeparation(SepformerSeparation):
 
     def separate_batch(self, mix: torch.Tensor, utilization: Optional[Union[float, torch.Tensor]] = None):
         """Separates a batch [B, T]; returns [B, T, num_spks]."""
-        mix = mix.to(self.device)
-        mix_w = self.mods.encoder(mix)
-        masks = self.mods.masknet(mix_w, utilization=utilization)
-        sep_h = mix_w.unsqueeze(0) * masks
-        est = torch.stack([self.mods.decoder(sep_h[i]) for i in range(self.hparams.num_spks)], dim=-1)
-        T = mix.size(1)
-        if est.size(1) < T:
-            return torch.nn.functional.pad(est, (0, 0, 0, T - est.size(1)))
-        return est[:, :T]
+        mods = self.mods
+        return separate(mods.encoder, mods.masknet, mods.decoder, mix.to(self.device), utilization)
 
     @property
     def last_utilization(self) -> Optional[torch.Tensor]:

@@ -12,14 +12,8 @@ Networks for Efficient Speech Separation":
   segmental SI-SDR (segSI-SDR) on 96 ms segments with 50 % overlap
   (Section IV-B).
 
-Reading of eq. (20). The printed formula, ``min(e^{a (segSI-SDR_t - b) - 1}, 1)``,
-would make ``w_t`` jump from 0 to ``e^{-1} = 0.37`` at ``segSI-SDR_t = b``. The
-text says that ``b`` is "the threshold after which the weighting factor is
-non-zero", which describes a curve that starts at 0 at ``b`` and rises
-continuously to 1. We therefore read the "- 1" as outside the exponent (a
-superscript typesetting slip) and use ``w_t = min(e^{a (segSI-SDR_t - b)} - 1, 1)``
-for ``segSI-SDR_t >= b``: 0 at ``b``, and 1 from ``b + ln(2) / a``
-(about 13.9 dB above ``b`` for ``a = 0.05``).
+The segmental SI-SDR and the eq. (20) weights live in
+:mod:`speechbrain_dsn.segmental` and are re-exported here.
 
 Shape letters used in this module:
 B batch, T time samples (or encoder frames where stated), C sources,
@@ -33,44 +27,25 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from speechbrain.nnet.losses import PitWrapper, cal_si_snr
 
+from .segmental import (
+    _check_pair,
+    segment_activity,
+    segmental_si_sdr,
+    segments_to_frames,
+    signal_dependent_weights,
+)
+
+__all__ = [
+    "complexity_loss",
+    "dsn_loss",
+    "pit_si_sdr",
+    "segment_activity",
+    "segmental_si_sdr",
+    "segments_to_frames",
+    "signal_dependent_weights",
+]
+
 WEIGHTINGS = ("si", "sd")
-
-
-def _check_pair(estimates: torch.Tensor, targets: torch.Tensor) -> None:
-    if estimates.dim() != 3:
-        raise ValueError(
-            "expected estimates of shape [batch, time, sources], "
-            f"got {tuple(estimates.shape)}"
-        )
-    if estimates.shape != targets.shape:
-        raise ValueError(
-            f"estimates {tuple(estimates.shape)} and targets "
-            f"{tuple(targets.shape)} must have the same shape [B, T, C]"
-        )
-
-
-def _segment_geometry(
-    sample_rate: int, segment_ms: float, overlap: float
-) -> Tuple[int, int]:
-    """Returns (segment length, segment hop) in samples."""
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    length = int(round(segment_ms * sample_rate / 1000.0))
-    hop = max(1, int(round(length * (1.0 - overlap))))
-    if length < 1:
-        raise ValueError(
-            f"segment of {segment_ms} ms at {sample_rate} Hz has no samples"
-        )
-    return length, hop
-
-
-def _segment(x: torch.Tensor, length: int, hop: int) -> torch.Tensor:
-    """Cuts [B, T, C] into [B, S, C, L] segments; see ``segmental_si_sdr``."""
-    if x.shape[1] < length:
-        # A signal shorter than one segment becomes one zero-padded segment.
-        x = torch.nn.functional.pad(x, (0, 0, 0, length - x.shape[1]))
-    # [B, S, C, L]; the trailing partial segment is dropped.
-    return x.unfold(1, length, hop)
 
 
 def pit_si_sdr(
@@ -114,250 +89,6 @@ def pit_si_sdr(
     # [B, T, C]
     index = inverse.unsqueeze(1).expand(-1, estimates.shape[1], -1)
     return loss, torch.gather(estimates, 2, index)
-
-
-def segmental_si_sdr(
-    estimates: torch.Tensor,
-    targets: torch.Tensor,
-    sample_rate: int,
-    segment_ms: float = 96.0,
-    overlap: float = 0.5,
-) -> torch.Tensor:
-    """SI-SDR (dB) of each source on short overlapping segments (segSI-SDR).
-
-    Segment ``s`` covers samples ``[s * hop, s * hop + L)`` with
-    ``L = round(segment_ms * sample_rate / 1000)`` and
-    ``hop = round(L * (1 - overlap))``. The trailing partial segment is
-    dropped (``S = 1 + (T - L) // hop``); ``segments_to_frames`` gives the
-    frames past the last segment that segment's value. A signal shorter than
-    one segment is zero-padded to a single segment. The estimates must be
-    already matched to the targets (e.g. by ``pit_si_sdr``); SI-SDR is
-    SpeechBrain's ``cal_si_snr`` (zero-mean, eps = 1e-8, so a silent target
-    gives about -80 dB).
-
-    Arguments
-    ---------
-    estimates : torch.Tensor
-        Estimated sources, shape [B, T, C], ordered like ``targets``.
-    targets : torch.Tensor
-        Reference sources, shape [B, T, C].
-    sample_rate : int
-        Sampling rate in Hz.
-    segment_ms : float
-        Segment length in ms (96 ms in the paper).
-    overlap : float
-        Fraction of overlap between consecutive segments (0.5 in the paper).
-
-    Returns
-    -------
-    torch.Tensor
-        segSI-SDR in dB, shape [B, S, C].
-
-    Example
-    -------
-    >>> targets = torch.randn(2, 8000, 2)
-    >>> seg = segmental_si_sdr(targets + 0.1 * torch.randn(2, 8000, 2), targets, 8000)
-    >>> seg.shape  # 1 + (8000 - 768) // 384 segments
-    torch.Size([2, 19, 2])
-    >>> bool(((seg > 15) & (seg < 25)).all())
-    True
-    """
-    _check_pair(estimates, targets)
-    length, hop = _segment_geometry(sample_rate, segment_ms, overlap)
-    batch, _, sources = targets.shape
-    # [B, S, C, L]
-    est_seg = _segment(estimates, length, hop)
-    tgt_seg = _segment(targets, length, hop)
-    num_segments = est_seg.shape[1]
-    # cal_si_snr wants [L, N, C]; fold batch and segments into N.
-    # [L, B * S, C]
-    est_seg = est_seg.permute(3, 0, 1, 2).reshape(length, -1, sources)
-    tgt_seg = tgt_seg.permute(3, 0, 1, 2).reshape(length, -1, sources)
-    # cal_si_snr multiplies its estimate in place, hence the clone.
-    # [1, B * S, C]
-    neg = cal_si_snr(tgt_seg, est_seg.clone())
-    return -neg.reshape(batch, num_segments, sources)
-
-
-def segment_activity(
-    targets: torch.Tensor,
-    sample_rate: int,
-    segment_ms: float = 96.0,
-    overlap: float = 0.5,
-    threshold_db: float = -40.0,
-) -> torch.Tensor:
-    """Marks which reference sources are active in each segment.
-
-    A source is active in a segment if its segment energy is non-zero and at
-    most ``-threshold_db`` dB below that source's largest segment energy in
-    the same utterance. Segments are those of ``segmental_si_sdr``.
-
-    Arguments
-    ---------
-    targets : torch.Tensor
-        Reference sources, shape [B, T, C].
-    sample_rate : int
-        Sampling rate in Hz.
-    segment_ms : float
-        Segment length in ms.
-    overlap : float
-        Fraction of overlap between consecutive segments.
-    threshold_db : float
-        Activity threshold relative to the loudest segment, in dB (<= 0).
-
-    Returns
-    -------
-    torch.Tensor
-        Boolean activity, shape [B, S, C].
-
-    Example
-    -------
-    >>> targets = torch.randn(1, 8000, 2)
-    >>> targets[:, 4000:, 1] = 0.0
-    >>> active = segment_activity(targets, 8000)
-    >>> bool(active[0, :, 0].all()), bool(active[0, -1, 1]), bool(active[0, 0, 1])
-    (True, False, True)
-    """
-    if targets.dim() != 3:
-        raise ValueError(
-            "expected targets of shape [batch, time, sources], "
-            f"got {tuple(targets.shape)}"
-        )
-    length, hop = _segment_geometry(sample_rate, segment_ms, overlap)
-    # [B, S, C]
-    energy = _segment(targets.detach(), length, hop).pow(2).sum(-1)
-    # [B, 1, C]
-    peak = energy.amax(dim=1, keepdim=True)
-    return (energy > 0) & (energy >= peak * 10.0 ** (threshold_db / 10.0))
-
-
-def signal_dependent_weights(
-    seg_si_sdr: torch.Tensor,
-    active: torch.Tensor,
-    a: float = 0.05,
-    b: float = 30.0,
-) -> torch.Tensor:
-    """Signal-dependent weighting factor of eq. (20), one per segment.
-
-    ``segSI-SDR_t`` is the mean segSI-SDR over the sources active in the
-    segment, so a single-speaker segment uses that speaker's score. The
-    weight is ``0`` if ``segSI-SDR_t < b`` and
-    ``min(exp(a * (segSI-SDR_t - b)) - 1, 1)`` otherwise (see the module
-    docstring for this reading of eq. 20). Segments without an active source
-    (silence) get the maximum weight 1. The weights carry no gradient.
-
-    Arguments
-    ---------
-    seg_si_sdr : torch.Tensor
-        segSI-SDR in dB, shape [B, S, C].
-    active : torch.Tensor
-        Boolean source activity, shape [B, S, C].
-    a : float
-        Steepness of the exponential.
-    b : float
-        Threshold in dB below which the weight is zero.
-
-    Returns
-    -------
-    torch.Tensor
-        Weights in [0, 1], shape [B, S].
-
-    Example
-    -------
-    >>> seg = torch.tensor([[[20.0, 30.0], [40.0, 0.0], [0.0, 0.0]]])
-    >>> active = torch.tensor([[[True, True], [True, False], [False, False]]])
-    >>> signal_dependent_weights(seg, active, a=0.05, b=30.0)
-    tensor([[0.0000, 0.6487, 1.0000]])
-    """
-    if seg_si_sdr.dim() != 3:
-        raise ValueError(
-            "expected seg_si_sdr of shape [batch, segments, sources], "
-            f"got {tuple(seg_si_sdr.shape)}"
-        )
-    if active.shape != seg_si_sdr.shape:
-        raise ValueError(
-            f"active {tuple(active.shape)} must match seg_si_sdr "
-            f"{tuple(seg_si_sdr.shape)}"
-        )
-    seg_si_sdr = seg_si_sdr.detach()
-    active = active.bool()
-    # [B, S]
-    num_active = active.sum(-1)
-    # where() rather than a product, so that -inf/NaN of silent sources vanish
-    total = torch.where(active, seg_si_sdr, torch.zeros_like(seg_si_sdr))
-    score = total.sum(-1) / num_active.clamp(min=1)
-    rising = torch.clamp(torch.exp(a * (score - b)) - 1.0, max=1.0)
-    weights = torch.where(score < b, torch.zeros_like(score), rising)
-    return torch.where(num_active == 0, torch.ones_like(weights), weights)
-
-
-def segments_to_frames(
-    values: torch.Tensor,
-    num_frames: int,
-    frame_hop: int,
-    frame_length: int,
-    sample_rate: int,
-    segment_ms: float = 96.0,
-    overlap: float = 0.5,
-) -> torch.Tensor:
-    """Maps per-segment values to encoder frames.
-
-    Encoder frame ``t`` covers samples ``[t * frame_hop, t * frame_hop +
-    frame_length)``; its centre is sample ``t * frame_hop + frame_length // 2``.
-    Each frame takes the mean of the segments (as in ``segmental_si_sdr``)
-    that contain its centre; frames past the last segment take the last
-    segment's value.
-
-    Arguments
-    ---------
-    values : torch.Tensor
-        Per-segment values, shape [B, S].
-    num_frames : int
-        Number of encoder frames.
-    frame_hop : int
-        Encoder stride in samples.
-    frame_length : int
-        Encoder kernel size in samples.
-    sample_rate : int
-        Sampling rate in Hz.
-    segment_ms : float
-        Segment length in ms.
-    overlap : float
-        Fraction of overlap between consecutive segments.
-
-    Returns
-    -------
-    torch.Tensor
-        Per-frame values, shape [B, num_frames].
-
-    Example
-    -------
-    >>> values = torch.tensor([[0.0, 1.0, 2.0]])  # 3 segments of 768 samples
-    >>> frames = segments_to_frames(values, 200, 8, 16, 8000)
-    >>> frames[0, [0, 46, 47, 94, 95, 142, 143, 199]]  # centres 8, 376, 384, ...
-    tensor([0.0000, 0.0000, 0.5000, 0.5000, 1.5000, 1.5000, 2.0000, 2.0000])
-    """
-    if values.dim() != 2:
-        raise ValueError(
-            f"expected values of shape [batch, segments], got {tuple(values.shape)}"
-        )
-    length, hop = _segment_geometry(sample_rate, segment_ms, overlap)
-    num_segments = values.shape[1]
-    device = values.device
-    # [F, 1]
-    centres = (
-        torch.arange(num_frames, device=device) * frame_hop + frame_length // 2
-    ).unsqueeze(1)
-    # [1, S]
-    starts = (torch.arange(num_segments, device=device) * hop).unsqueeze(0)
-    # [F, S]
-    cover = (centres >= starts) & (centres < starts + length)
-    # Frames past the last segment (the dropped partial one) reuse it.
-    uncovered = ~cover.any(dim=1)
-    cover[uncovered, num_segments - 1] = True
-    cover = cover.to(values.dtype)
-    # [B, F]
-    return values @ cover.t() / cover.sum(dim=1)
 
 
 def complexity_loss(

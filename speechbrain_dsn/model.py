@@ -15,7 +15,7 @@ from speechbrain.lobes.models.dual_path import Decoder, Encoder, SepformerWrappe
 from .masker import DSNMasker
 from .slimmable import SlimmableTransformerBlock
 
-__all__ = ["DSNSepformer", "PAPER_CONFIG"]
+__all__ = ["DSNSepformer", "PAPER_CONFIG", "separate"]
 
 #: Section IV-B / Table I: N=2 blocks, 4+4 layers, 8 heads, d_ffn 1024,
 #: chunk 50, encoder kernel 16 (stride 8) with 256 channels.
@@ -31,6 +31,44 @@ PAPER_CONFIG = dict(
     intra_dffn=1024,
     inter_dffn=1024,
 )
+
+
+def separate(
+    encoder, masknet, decoder, mix: torch.Tensor, utilization: Optional[Union[float, torch.Tensor]] = None
+) -> torch.Tensor:
+    """Encoder -> masker -> decoder, as SpeechBrain's SepFormer separates.
+
+    Shared by :class:`DSNSepformer`, the recipe's ``DSNBrain`` and the
+    inference interface.
+
+    Arguments
+    ---------
+    encoder, masknet, decoder : torch.nn.Module
+        The three parts of the separator.
+    mix : torch.Tensor
+        Mixtures of shape [B, L] (samples).
+    utilization : float or torch.Tensor, optional
+        External gating: one level, or [B, T] levels per encoder frame.
+
+    Returns
+    -------
+    torch.Tensor
+        Estimated sources of shape [B, L, num_spks].
+    """
+    if mix.dim() != 2:
+        raise ValueError(f"expected mixture of shape [batch, time], got {tuple(mix.shape)}")
+    # [B, F, T]
+    mix_w = encoder(mix)
+    # [spks, B, F, T]
+    est_mask = masknet(mix_w, utilization=utilization)
+    sep_h = mix_w.unsqueeze(0) * est_mask
+    # [B, L', spks]
+    est_source = torch.stack([decoder(sep_h[i]) for i in range(est_mask.shape[0])], dim=-1)
+    # The transposed convolution can end a few samples short of the input.
+    T_origin, T_est = mix.size(1), est_source.size(1)
+    if T_origin > T_est:
+        return F.pad(est_source, (0, 0, 0, T_origin - T_est))
+    return est_source[:, :T_origin, :]
 
 
 class DSNSepformer(SepformerWrapper):
@@ -206,17 +244,4 @@ class DSNSepformer(SepformerWrapper):
         torch.Tensor
             Estimated sources of shape [B, L, num_spks].
         """
-        if mix.dim() != 2:
-            raise ValueError(f"expected mixture of shape [batch, time], got {tuple(mix.shape)}")
-        # [B, F, T]
-        mix_w = self.encoder(mix)
-        # [spks, B, F, T]
-        est_mask = self.masknet(mix_w, utilization=utilization)
-        sep_h = mix_w.unsqueeze(0) * est_mask
-        # [B, L', spks]
-        est_source = torch.stack([self.decoder(sep_h[i]) for i in range(self.num_spks)], dim=-1)
-        # The decoder output can be a few samples off the input length.
-        T_origin, T_est = mix.size(1), est_source.size(1)
-        if T_origin > T_est:
-            return F.pad(est_source, (0, 0, 0, T_origin - T_est))
-        return est_source[:, :T_origin, :]
+        return separate(self.encoder, self.masknet, self.decoder, mix, utilization)

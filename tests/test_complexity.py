@@ -47,3 +47,11 @@ def test_active_parameters_equal_static_network_size():
 def test_track_gmacs_is_the_share_weighted_mean():
     track = torch.tensor([0.25] * 3 + [1.0])
     assert track_gmacs({0.25: 1.0, 1.0: 5.0}, track) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_counting_leaves_train_eval_modes_alone(model, training):
+    model.train(training)
+    gmacs_per_second(model, 0.5, seconds=0.25)
+    assert all(m.training == training for m in model.modules())
+    model.eval()

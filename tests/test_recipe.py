@@ -38,13 +38,13 @@ def test_paper_configuration_is_the_default():
     assert (hp["alpha"], hp["weighting"], hp["sd_a"], hp["sd_b"], hp["gating_dropout"]) == (1.0, "sd", 0.05, 30.0, 0.3)
 
 
-def _run(yaml, out, **overrides):
+def _run(yaml, out, debug=True, **overrides):
     options = {**TINY, "test_conditions": "[ov100, ov25]", "gmacs_seconds": 0.25, "n_plots": 1, **overrides}
-    args = [sys.executable, "train.py", f"hparams/{yaml}", "--debug", "--output_folder", str(out)]
+    args = [sys.executable, "train.py", f"hparams/{yaml}", "--output_folder", str(out)] + (["--debug"] if debug else [])
     for key, value in options.items():
-        args += [f"--{key}", str(value)]
+        args += [f"--{key}"] if value is True else [f"--{key}", str(value)]
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
@@ -71,11 +71,19 @@ def test_train_debug_writes_results_summary_plots_and_inference_folder(name, tmp
     assert "avg_utilization" in log and "share_u1" in log
 
 
-def test_inference_folder_loads_in_stock_sepformer_separation(tmp_path):
+def test_checkpoint_test_only_and_inference_folder_in_stock_sepformer_separation(tmp_path):
     from speechbrain.inference.separation import SepformerSeparation
 
     out = tmp_path / "run"
-    _run("dsn_2level.yaml", out, test_conditions="[ov100]")
+    small = dict(number_of_epochs=1, num_train=2, num_valid=1, num_test=1, test_conditions="[ov100]")
+    _run("dsn_2level.yaml", out, debug=False, **small)
+    assert list((out / "save").glob("CKPT*"))
+    first = (out / "test_results.csv").read_text()
+    # --test_only reloads the best checkpoint and evaluates it again, identically
+    result = _run("dsn_2level.yaml", out, debug=False, test_only=True, **small)
+    assert "Loading a checkpoint" in result.stderr + result.stdout + (out / "log.txt").read_text()
+    assert (out / "test_results.csv").read_text() == first
+
     separator = SepformerSeparation.from_hparams(source=str(out / "inference"), savedir=str(tmp_path / "pretrained"))
     mix_file = next((out / "data" / "test" / "ov100").glob("*_mix.wav"))
     est = separator.separate_file(str(mix_file))
