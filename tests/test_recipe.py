@@ -1,6 +1,7 @@
 """Recipe smoke tests: train.py --debug on the bundled demo corpus, tiny model."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -30,8 +31,8 @@ def test_static_yaml_takes_any_single_level(tmp_path):
     assert layer.pos_ffn.ffn[0].weight.shape[0] == 8  # ceil(0.125 * 64) neurons, nothing else
 
 
-def test_paper_configuration_is_the_default():
-    hp = load_hparams(os.path.join(ROOT, "hparams", "dsn_3level.yaml"), {"output_folder": "unused"})
+def test_paper_configuration_is_the_default(tmp_path):
+    hp = load_hparams(os.path.join(ROOT, "hparams", "dsn_3level.yaml"), {"output_folder": str(tmp_path)})
     model = torch.nn.ModuleDict(hp["modules"])
     gating = sum(p.numel() for p in hp["modules"]["masknet"].gating.parameters())
     assert round((sum(p.numel() for p in model.parameters()) - gating) / 1e6, 2) == 13.04
@@ -88,3 +89,12 @@ def test_checkpoint_test_only_and_inference_folder_in_stock_sepformer_separation
     mix_file = next((out / "data" / "test" / "ov100").glob("*_mix.wav"))
     est = separator.separate_file(str(mix_file))
     assert est.shape[-1] == 2 and torch.isfinite(est).all()
+
+
+def test_complexity_cli_reads_a_variant_yaml():
+    result = subprocess.run([sys.executable, "-m", "speechbrain_dsn.complexity", "hparams/dsn_2level.yaml",
+                             "--seconds", "0.25"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [r["utilization"] for r in rows] == [0.125, 1.0]
+    assert rows[0]["gmacs"] < rows[1]["gmacs"] and rows[1]["params_m"] == 13.04
