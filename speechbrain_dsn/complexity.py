@@ -16,6 +16,7 @@ table; without a YAML it builds the paper configuration in code.
 import argparse
 import json
 import sys
+import tempfile
 import warnings
 from typing import Dict, Optional, Sequence, Union
 
@@ -96,6 +97,7 @@ def gmacs_per_second(
     """
     from torchprofile import profile_macs
 
+    _count_in_place_matmuls()
     encoder, masknet, decoder = _parts(model)
     separator = _Separator(encoder, masknet, decoder, utilization)
     modes = [m.training for m in separator.modules()]
@@ -138,6 +140,17 @@ def gating_gmacs(model, seconds: float = 4.0, sample_rate: int = 8000) -> float:
     finally:
         masknet.gating.train(was_training)
     return macs / seconds / 1e9
+
+
+def _count_in_place_matmuls():
+    """Lets torchprofile count ``addmm_``, which it does not know by default.
+
+    Without autograd the sliced layers accumulate their output projections
+    into the residual stream with ``addmm_`` (same operands as ``addmm``).
+    """
+    from torchprofile.handlers import HANDLER_MAP
+
+    HANDLER_MAP.setdefault("aten::addmm_", HANDLER_MAP["aten::addmm"])
 
 
 def active_parameters(model, utilization: Optional[float] = None, include_gating: bool = False) -> int:
@@ -288,19 +301,20 @@ def complexity_table(build, levels: Sequence[float], seconds: float = 4.0, sampl
 
 
 def _builder(hparams_file, overrides):
-    """A build(u) function from a YAML file, or the paper configuration."""
+    """(build(u), levels of the YAML) from a recipe YAML, or the paper configuration."""
     if hparams_file is None:
         from .model import DSNSepformer
 
-        return lambda u: DSNSepformer.paper_config(utilization_levels=[u])
-    from hyperpyyaml import load_hyperpyyaml
+        return (lambda u: DSNSepformer.paper_config(utilization_levels=[u])), None
+    from .recipe import load_hparams
 
-    with open(hparams_file) as fin:
-        text = fin.read()
-    base = load_hyperpyyaml(text, overrides)
-    if len(base["utilization_levels"]) > 1:
-        return lambda u: base["modules"]
-    return lambda u: load_hyperpyyaml(text, {**overrides, "utilization_levels": [u]})["modules"]
+    base = load_hparams(hparams_file, overrides)
+    levels = list(base["utilization_levels"])
+    if len(levels) > 1:
+        # one dynamic network measured at each of its levels
+        return (lambda u: base["modules"]), levels
+    # a static YAML: one network per width, as in Table I
+    return (lambda u: load_hparams(hparams_file, {**overrides, "utilization_levels": [u]})["modules"]), levels
 
 
 def main(argv=None):
@@ -311,17 +325,10 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--sample_rate", type=int, default=8000)
     args = parser.parse_args(argv)
-    overrides = {"skip_prep": True} if args.hparams else {}
-    build = _builder(args.hparams, overrides)
-    levels = args.levels
-    if levels is None:
-        levels = sorted(TABLE_I)
-        if args.hparams:
-            from hyperpyyaml import load_hyperpyyaml
-
-            with open(args.hparams) as fin:
-                yaml_levels = load_hyperpyyaml(fin, overrides)["utilization_levels"]
-            levels = levels if len(yaml_levels) == 1 else list(yaml_levels)
+    # building the recipe's modules creates its checkpoint folder: keep it out of the way
+    parser_overrides = {"output_folder": tempfile.mkdtemp(prefix="dsn_complexity_")} if args.hparams else {}
+    build, yaml_levels = _builder(args.hparams, parser_overrides)
+    levels = args.levels or (yaml_levels if yaml_levels and len(yaml_levels) > 1 else sorted(TABLE_I))
     rows = complexity_table(build, levels, args.seconds, args.sample_rate)
     print(f"{'U':>6} {'GMAC/s':>8} {'Table I':>8} {'Params(M)':>10} {'Table I':>8}")
     for r in rows:

@@ -193,9 +193,16 @@ class DSNMasker(Dual_Path_Model):
         y, gap = self._Segmentation(y, self.K)
         intra_route, inter_route = self._routes(gates, level)
 
-        # [B, F, C, S]
-        for block in self.dual_mdl:
-            y = self._dual_block(block, y, intra_route, inter_route)
+        if all(self._channels_last_ok(block) for block in self.dual_mdl):
+            # [B, C, S, F]: one transpose in and out instead of four per block
+            y = y.permute(0, 2, 3, 1).contiguous()
+            for block in self.dual_mdl:
+                y = self._dual_block_channels_last(block, y, intra_route, inter_route)
+            y = y.permute(0, 3, 1, 2).contiguous()
+        else:
+            # [B, F, C, S]
+            for block in self.dual_mdl:
+                y = self._dual_block(block, y, intra_route, inter_route)
         y = self.prelu(y)
 
         # [B*spks, F, C, S]
@@ -280,11 +287,76 @@ class DSNMasker(Dual_Path_Model):
         return Route.from_levels(intra, K), Route.from_levels(inter, K)
 
     @staticmethod
+    def _channels_last_ok(block):
+        norms = (block.intra_norm, block.inter_norm) if block.norm is not None else ()
+        return all(isinstance(n, torch.nn.GroupNorm) and n.num_groups == 1 and n.affine for n in norms)
+
+    @staticmethod
+    def _group_norm_into(norm, x, out, same_values):
+        """One-group ``GroupNorm`` of ``x`` [B, ..., F] (channels last), written to ``out``.
+
+        Same statistics as ``norm`` over each batch element; channels are the
+        last dimension, so the affine is a per-channel scale and shift.
+        ``same_values`` is a contiguous tensor holding the values of ``x``
+        (in any order within each batch element) for the statistics.
+        """
+        B, Fc = x.shape[0], x.shape[-1]
+        # [B, 1, n]: var_mean runs single-threaded here; sums and a dot product
+        # are BLAS-fast, and in float64 E[x^2] - E[x]^2 loses no precision
+        flat = same_values.view(B, 1, -1)
+        n = flat.shape[-1]
+        mean = flat.sum(-1, dtype=torch.float64)[:, 0] / n
+        square = torch.bmm(flat, flat.transpose(1, 2))[:, 0, 0].double() / n
+        var, mean = (square - mean * mean).clamp_min(0).to(x.dtype), mean.to(x.dtype)
+        # [B, F]
+        scale = norm.weight[None, :] * torch.rsqrt(var + norm.eps)[:, None]
+        shift = norm.bias[None, :] - mean[:, None] * scale
+        view = (B,) + (1,) * (x.dim() - 2) + (Fc,)
+        if torch.is_grad_enabled():
+            # out= is not differentiable; copy_ is, at the cost of a pass
+            return out.copy_(torch.addcmul(shift.view(view), x, scale.view(view)))
+        return torch.addcmul(shift.view(view), x, scale.view(view), out=out)
+
+    @classmethod
+    def _dual_block_channels_last(cls, block, x, intra_route, inter_route):
+        """``_dual_block`` on features kept as [B, C, S, F] (channels last).
+
+        The inter-chunk layout [B*C, S, F] is then a view, the intra-chunk one
+        a copy of whole F-vectors, and the norms run on the same layout; the
+        stock layout [B, F, C, S] costs four element-wise transposes per block.
+        """
+        B, C, S, N = x.shape
+        # [B*S, C, N]
+        intra = x.transpose(1, 2).contiguous().view(B * S, C, N)
+        intra = block.intra_mdl(intra, utilization=intra_route)
+        if block.linear_layer_after_inter_intra:
+            intra = block.intra_linear(intra)
+        # [B, C, S, N]
+        intra_rows = intra
+        intra = intra.view(B, S, C, N).transpose(1, 2)
+        out = torch.empty_like(x)
+        if block.norm is not None:
+            intra = cls._group_norm_into(block.intra_norm, intra, out, intra_rows)
+        else:
+            intra = out.copy_(intra)
+        if block.skip_around_intra:
+            intra.add_(x)
+        # [B*C, S, N]: a view
+        inter = block.inter_mdl(intra.view(B * C, S, N), utilization=inter_route)
+        if block.linear_layer_after_inter_intra:
+            inter = block.inter_linear(inter)
+        inter = inter.view(B, C, S, N)
+        if block.norm is not None:
+            inter = cls._group_norm_into(block.inter_norm, inter, torch.empty_like(x), inter)
+        return inter.add_(intra)
+
+    @staticmethod
     def _dual_block(block, x, intra_route, inter_route):
         """``Dual_Computation_Block.forward`` with routes passed to the blocks."""
         B, N, C, S = x.shape
-        # [B*S, C, N]
-        intra = x.permute(0, 3, 2, 1).reshape(B * S, C, N)
+        # [B*S, C, N]; contiguous, or with B = 1 reshape returns a strided
+        # view and every layer of the block pays for it (copies, slow norms)
+        intra = x.permute(0, 3, 2, 1).contiguous().view(B * S, C, N)
         intra = block.intra_mdl(intra, utilization=intra_route)
         if block.linear_layer_after_inter_intra:
             intra = block.intra_linear(intra)
@@ -293,9 +365,11 @@ class DSNMasker(Dual_Path_Model):
         if block.norm is not None:
             intra = block.intra_norm(intra)
         if block.skip_around_intra:
-            intra = intra + x
+            # ``intra`` is a temporary here (the permuted copy, or the norm's
+            # output): adding in place saves an allocation
+            intra = intra.add_(x)
         # [B*C, S, N]
-        inter = intra.permute(0, 2, 3, 1).reshape(B * C, S, N)
+        inter = intra.permute(0, 2, 3, 1).contiguous().view(B * C, S, N)
         inter = block.inter_mdl(inter, utilization=inter_route)
         if block.linear_layer_after_inter_intra:
             inter = block.inter_linear(inter)
@@ -303,4 +377,4 @@ class DSNMasker(Dual_Path_Model):
         inter = inter.view(B, C, S, N).permute(0, 3, 1, 2).contiguous()
         if block.norm is not None:
             inter = block.inter_norm(inter)
-        return inter + intra
+        return inter.add_(intra)

@@ -1,14 +1,19 @@
 """Per-token routing of utilization levels for the slimmable layers.
 
 A :class:`Route` describes which tokens of a batch of sequences run at which
-utilization level (Section III-E).  The sliced execution path groups tokens
-by level for the FFN (eq. 16) and packs, for every head group, the frames on
-which those heads are active so that attention is computed among them only
-(eqs. 13-14).  All bookkeeping is vectorised; a route is built once per
-forward pass and layout (intra- or inter-chunk) and shared by every layer.
+utilization level (Section III-E).  The sliced execution path works on the
+tokens in *level order*: a stable sort by level makes the tokens of each level
+a contiguous block, and the tokens on which head group g is active (level
+>= g) a contiguous suffix.  The FFN (eq. 16), the q, k, v projections and the
+output projections (eqs. 7, 15) then run on plain row slices, with no
+gathers or scatters; only attention (eqs. 13-14) needs the tokens back in
+sequence order, packed per sequence for each head group, which costs one
+gather in and one gather out.  All bookkeeping is vectorised; a route is
+built once per forward pass and layout (intra- or inter-chunk) and shared by
+every layer.
 
 Shapes: N sequences, M sequence length, K levels, P routed tokens,
-Ng packed sequences, L packed length.
+Ng packed sequences, L packed length, F features.
 """
 
 import math
@@ -105,14 +110,21 @@ class _Pack:
     """Tokens of one head group, packed sequence by sequence.
 
     ``token_idx`` [P] are the flat indices (into N * M) of the active tokens,
-    ``slot_idx`` [P] their flat positions in the packed [Ng, L] layout, and
-    ``valid`` [Ng, L] marks the packed slots that hold a real token.
+    in time order, ``slot_idx`` [P] their flat positions in the packed
+    [Ng, L] layout, and ``valid`` [Ng, L] marks the packed slots that hold a
+    real token.  In level order the active tokens are rows ``start:`` of the
+    sorted tokens; ``gather`` [Ng * L] maps each packed slot to its row in
+    that suffix (padded slots repeat row 0, so they hold finite values) and
+    ``scatter`` [P] maps each row of the suffix to its packed slot.
     """
 
-    def __init__(self, token_idx, slot_idx, valid):
+    def __init__(self, token_idx, slot_idx, valid, start=0, gather=None, scatter=None):
         self.token_idx = token_idx
         self.slot_idx = slot_idx
         self.valid = valid
+        self.start = start
+        self.gather = gather
+        self.scatter = scatter
 
 
 class Route:
@@ -126,8 +138,15 @@ class Route:
 
     * :meth:`uniform`: every token runs at one level (static networks and
       utterance-level external gating): plain sliced matmuls, no indexing;
-    * :meth:`from_levels`: a level index per token (inference);
+    * :meth:`from_levels`: a level index per token (inference): the
+      sliced layers work on the tokens in level order (:meth:`sort`);
     * :meth:`from_gates`: straight-through one-hot gates per token (training).
+
+    A per-token route also holds the level order: ``order`` (flat token index
+    of each row), its inverse ``rank``, ``bounds`` (level k owns rows
+    ``bounds[k]:bounds[k + 1]``) and, per head group, a pack (``packs[g]``:
+    ``"dense"``, None when no token uses the group, or a ``_Pack``; groups
+    with the same active tokens share one pack object).
 
     Example
     -------
@@ -140,11 +159,31 @@ class Route:
     1
     """
 
-    def __init__(self, level=None, level_tokens=None, packs=None, gates=None):
+    def __init__(self, level=None, level_tokens=None, packs=None, gates=None, order=None, rank=None, bounds=None, shape=None):
         self.level = level
         self.level_tokens = level_tokens
         self.packs = packs
         self.gates = gates
+        # order [P]: flat token index of each row in level order; rank [P]:
+        # the inverse permutation; bounds: level k owns rows bounds[k]:bounds[k+1].
+        self.order = order
+        self.rank = rank
+        self.bounds = bounds
+        # (N, M) of the routed tokens
+        self.shape = shape
+
+    @property
+    def is_routed(self) -> bool:
+        """True for a per-token route of the sliced path (tokens in level order)."""
+        return self.order is not None
+
+    def sort(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens [N, M, F] -> rows [P, F] in level order."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.order)
+
+    def unsort(self, rows: torch.Tensor, shape) -> torch.Tensor:
+        """Rows [P, F] in level order -> tokens of the given shape [N, M, F]."""
+        return rows.index_select(0, self.rank).view(shape)
 
     @classmethod
     def uniform(cls, level: int) -> "Route":
@@ -176,11 +215,15 @@ class Route:
         if len(used) == 1:
             return cls.uniform(used[0])
 
+        # Level order: a stable sort keeps time order within each level.
+        order = torch.argsort(flat, stable=True)
+        bounds = [0]
+        for c in counts:
+            bounds.append(bounds[-1] + c)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(N * M, device=flat.device)
         # FFN routing: one group of tokens per level.
-        level_tokens = [
-            torch.nonzero(flat == k).squeeze(1) if c > 0 else None
-            for k, c in enumerate(counts)
-        ]
+        level_tokens = [order[bounds[k] : bounds[k + 1]] if c > 0 else None for k, c in enumerate(counts)]
 
         # Attention routing: head group g is active where level >= g.  Group 0
         # holds the heads that every level keeps, so it is always dense.
@@ -193,6 +236,11 @@ class Route:
             if active_tokens == N * M:
                 packs.append("dense")
                 continue
+            if counts[g - 1] == 0:
+                # Same active tokens as group g - 1: share the pack, so the
+                # layers run both head groups as one.
+                packs.append(packs[-1])
+                continue
             # [N, M]
             active = level_index >= g
             per_seq = active.sum(1)
@@ -200,11 +248,15 @@ class Route:
             length = int(per_seq.max())
             # A stable sort moves each sequence's active tokens to its front,
             # in time order; slicing to the longest keeps [Ng, L] small.
-            order = torch.argsort(
-                (~active[seqs]).to(torch.int8), dim=1, stable=True
-            )[:, :length]
+            time_order = torch.argsort((~active[seqs]).to(torch.int8), dim=1, stable=True)[:, :length]
             valid = torch.arange(length, device=flat.device) < per_seq[seqs, None]
-            token_idx = (seqs[:, None] * M + order)[valid]
+            token_idx = (seqs[:, None] * M + time_order)[valid]
             slot_idx = torch.nonzero(valid.reshape(-1)).squeeze(1)
-            packs.append(_Pack(token_idx, slot_idx, valid))
-        return cls(level_tokens=level_tokens, packs=packs)
+            # rows of the level-order suffix bounds[g]: <-> packed slots
+            row = rank[token_idx] - bounds[g]
+            gather = torch.zeros(valid.numel(), dtype=torch.long, device=flat.device)
+            gather[slot_idx] = row
+            scatter = torch.empty_like(slot_idx)
+            scatter[row] = slot_idx
+            packs.append(_Pack(token_idx, slot_idx, valid, bounds[g], gather, scatter))
+        return cls(level_tokens=level_tokens, packs=packs, order=order, rank=rank, bounds=bounds, shape=(N, M))

@@ -64,6 +64,48 @@ def _attend(qkv, key_mask, dropout_p):
     return out.transpose(1, 2).reshape(N, M, h * d)
 
 
+class _NestedScale(torch.autograd.Function):
+    """Scales the nested width blocks of ``x`` by per-token factors (masked path).
+
+    ``x`` [..., D] is split at ``bounds`` (0 = b_0 <= ... <= b_K = D) into K
+    column blocks; block j is multiplied by ``scale[..., j]``.  For nested
+    widths the mask of unit n in block j is sum_{k >= j} P_k, the same value
+    for the whole block, so this equals ``x * (gates @ table)`` without
+    materialising the [..., D] mask, in the forward or the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, bounds):
+        out = torch.empty_like(x)
+        for j in range(len(bounds) - 1):
+            lo, hi = bounds[j], bounds[j + 1]
+            if lo < hi:
+                torch.mul(x[..., lo:hi], scale[..., j : j + 1], out=out[..., lo:hi])
+        ctx.save_for_backward(x, scale)
+        ctx.bounds = bounds
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, scale = ctx.saved_tensors
+        bounds = ctx.bounds
+        grad_x = _NestedScale.apply(grad, scale, bounds) if ctx.needs_input_grad[0] else None
+        grad_scale = None
+        if ctx.needs_input_grad[1]:
+            grad_scale = torch.stack(
+                [(grad[..., lo:hi] * x[..., lo:hi]).sum(-1) for lo, hi in zip(bounds[:-1], bounds[1:])], -1
+            )
+        return grad_x, grad_scale, None
+
+
+def _nested_mask(x, gates, counts):
+    """``x * m`` with m_n = sum_k P_k [n < counts[k]] (the masks of eqs. 13-16),
+    linear in the gates ``P`` [..., K], for ``x`` [..., counts[-1]]."""
+    # [..., K]: block j (units counts[j-1] .. counts[j]) is on at levels k >= j
+    scale = gates.flip(-1).cumsum(-1).flip(-1)
+    return _NestedScale.apply(x, scale, tuple([0] + list(counts)))
+
+
 class _HeadProjections(nn.Module):
     """Holds the attention weights under the names of ``nn.MultiheadAttention``.
 
@@ -142,63 +184,91 @@ class SlimmableMultiheadAttention(nn.Module):
     def _out_weight(self, first, last):
         return self.att.out_proj.weight[:, first * self.head_dim : last * self.head_dim]
 
-    def forward(self, x: torch.Tensor, route: Route) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, route: Route, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Attends within each sequence.
 
         Arguments
         ---------
         x : torch.Tensor
-            Input of shape [N, M, F].
+            Input of shape [N, M, F], or, for a per-token route, rows [P, F]
+            in level order (``route.sort``).
         route : Route
             Per-token levels (see :class:`Route`).
+        residual : torch.Tensor, optional
+            Sliced path without autograd only: a contiguous tensor of the
+            shape of ``x`` that the output is added to *in place* and
+            returned; this saves the allocation of the output.
 
         Returns
         -------
         torch.Tensor
-            Output of shape [N, M, F].
+            Output of the shape of ``x``.
         """
         p = self.dropout if self.training else 0.0
         if route.gates is not None:
             return self._forward_masked(x, route.gates, p)
-        N, M, _ = x.shape
-        d = self.head_dim
         if route.level is not None:
-            h = self.head_counts[route.level]
+            N, M, _ = x.shape
+            d, h = self.head_dim, self.head_counts[route.level]
             w, b = self._in_proj(0, h)
             # [N, M, 3, h, d]
             qkv = F.linear(x, w, b).view(N, M, 3, h, d)
-            return F.linear(_attend(qkv, None, p), self._out_weight(0, h), self.att.out_proj.bias)
+            att = _attend(qkv, None, p)
+            if residual is None:
+                return F.linear(att, self._out_weight(0, h), self.att.out_proj.bias)
+            rows = residual.view(-1, residual.shape[-1])
+            rows.addmm_(att.view(-1, h * d), self._out_weight(0, h).t()).add_(self.att.out_proj.bias)
+            return residual
 
-        # Per-token levels: run each head group on its active tokens only.
-        x_flat = x.reshape(N * M, -1)
-        out = None
+        if x.dim() == 3:
+            if residual is not None:
+                raise ValueError("residual needs rows in level order for a per-token route")
+            return route.unsort(self._forward_rows(route.sort(x), route, p), x.shape)
+        return self._forward_rows(x, route, p, residual)
+
+    def _forward_rows(self, x, route, p, residual=None):
+        """Per-token levels on rows [P, F] in level order (see ``Route.sort``).
+
+        Head group g runs on the rows of the tokens where it is active, a
+        contiguous suffix, so its projections need no gather; only attention
+        sees the tokens packed per sequence.  Consecutive head groups with
+        the same active tokens share a pack and run as one group.
+        """
+        d = self.head_dim
+        out = residual
         bounds = [0] + self.head_counts
-        for g, pack in enumerate(route.packs):
-            first, last = bounds[g], bounds[g + 1]
+        g = 0
+        while g < len(route.packs):
+            pack, first = route.packs[g], bounds[g]
+            while g + 1 < len(route.packs) and route.packs[g + 1] is pack:
+                g += 1
+            last = bounds[g + 1]
+            g += 1
             if pack is None or first == last:
                 continue
             h = last - first
+            if isinstance(pack, str):
+                # dense: every token, packed as the original sequences
+                start, gather, scatter, key_mask = 0, route.rank, route.order, None
+                shape = route.shape
+            else:
+                start, gather, scatter = pack.start, pack.gather, pack.scatter
+                key_mask, shape = pack.valid[:, None, None, :], pack.valid.shape
             w, b = self._in_proj(first, last)
-            if pack == "dense":
-                qkv = F.linear(x, w, b).view(N, M, 3, h, d)
-                # [N * M, F]
-                part = F.linear(_attend(qkv, None, p), self._out_weight(first, last))
-                part = part.reshape(N * M, -1)
-                out = part if out is None else out + part
-                continue
-            Ng, Lg = pack.valid.shape
-            # [P, 3 h d]: projections for the active tokens only (eq. 7 on T^h)
-            qkv_tok = F.linear(x_flat.index_select(0, pack.token_idx), w, b)
-            # [Ng * L, 3 h d] -> [Ng, L, 3, h, d]
-            qkv = qkv_tok.new_zeros(Ng * Lg, 3 * h * d).index_copy(0, pack.slot_idx, qkv_tok)
-            qkv = qkv.view(Ng, Lg, 3, h, d)
+            # [P_g, 3 h d]: projections for the active tokens only (eq. 7 on T^h)
+            qkv = F.linear(x[start:], w, b)
+            # [Ng, L, 3, h, d]: packed per sequence
+            qkv = qkv.index_select(0, gather).view(*shape, 3, h, d)
             # softmax and aggregation over the active frames only (eqs. 13-14)
-            att = _attend(qkv, pack.valid[:, None, None, :], p)
-            att = att.reshape(Ng * Lg, h * d).index_select(0, pack.slot_idx)
+            att = _attend(qkv, key_mask, p)
+            # [P_g, h d], back in level order
+            att = att.view(-1, h * d).index_select(0, scatter)
             # eq. 15: only active heads contribute to the output projection
-            part = F.linear(att, self._out_weight(first, last))
-            out.index_add_(0, pack.token_idx, part)
-        return out.add_(self.att.out_proj.bias).view(N, M, -1)
+            if out is None:
+                out = F.linear(att, self._out_weight(first, last), self.att.out_proj.bias)
+            else:
+                out[start:].addmm_(att, self._out_weight(first, last).t())
+        return out if residual is None else out.add_(self.att.out_proj.bias)
 
     def _forward_masked(self, x, gates, p):
         """Full-width attention with head masks linear in the gates (training)."""
@@ -211,10 +281,12 @@ class SlimmableMultiheadAttention(nn.Module):
         # output is zeroed by the mask below anyway (avoids an all -inf row).
         key_on = (head_mask.detach() > 0.5).transpose(1, 2)
         key_on = key_on | ~key_on.any(-1, keepdim=True)
+        # all keys visible (e.g. every frame at the top level): unmasked kernel
+        key_mask = None if bool(key_on.all()) else key_on[:, :, None, :]
         qkv = F.linear(x, self.att.in_proj_weight, self.att.in_proj_bias).view(N, M, 3, H, d)
         # [N, M, H * d], heads scaled by their (straight-through) mask
-        att = _attend(qkv, key_on[:, :, None, :], p).view(N, M, H, d)
-        att = (att * head_mask[..., None]).view(N, M, H * d)
+        att = _attend(qkv, key_mask, p)
+        att = _nested_mask(att, gates, [h * d for h in self.head_counts])
         return self.att.out_proj(att)
 
 
@@ -257,41 +329,55 @@ class SlimmableFeedForward(PositionalwiseFeedForward):
         # [K, D]: neuron n is on at level k when n < neuron_counts[k]
         self.register_buffer("neuron_table", table, persistent=False)
 
-    def _sliced(self, x, n):
+    def _sliced(self, x, n, residual=None):
         lin1, act, drop, lin2 = self.ffn
         hidden = drop(act(F.linear(x, lin1.weight[:n], lin1.bias[:n])))
-        return F.linear(hidden, lin2.weight[:, :n], lin2.bias)
+        if residual is None:
+            return F.linear(hidden, lin2.weight[:, :n], lin2.bias)
+        rows = residual.view(-1, residual.shape[-1])
+        rows.addmm_(hidden.view(-1, n), lin2.weight[:, :n].t()).add_(lin2.bias)
+        return residual
 
-    def forward(self, x: torch.Tensor, route: Route) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, route: Route, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Applies the FFN at each token's width.
 
         Arguments
         ---------
         x : torch.Tensor
-            Input of shape [N, M, F].
+            Input of shape [N, M, F], or, for a per-token route, rows [P, F]
+            in level order (``route.sort``).
         route : Route
             Per-token levels.
+        residual : torch.Tensor, optional
+            Sliced path without autograd only: a contiguous tensor of the
+            shape of ``x`` that the output is added to in place and returned.
 
         Returns
         -------
         torch.Tensor
-            Output of shape [N, M, F].
+            Output of the shape of ``x``.
         """
         if route.gates is not None:
             lin1, act, drop, lin2 = self.ffn
-            # [N, M, D]: m_n = sum_k P_k [n < ceil(u_k D)], linear in the gates
-            mask = route.gates @ self.neuron_table
-            return lin2(drop(act(lin1(x)) * mask))
+            # m_n = sum_k P_k [n < ceil(u_k D)], linear in the gates
+            return lin2(drop(_nested_mask(act(lin1(x)), route.gates, self.neuron_counts)))
         if route.level is not None:
-            return self._sliced(x, self.neuron_counts[route.level])
-        shape = x.shape
-        x = x.reshape(-1, shape[-1])
-        out = x.new_empty(x.shape)
+            return self._sliced(x, self.neuron_counts[route.level], residual)
+        if x.dim() == 3:
+            if residual is not None:
+                raise ValueError("residual needs rows in level order for a per-token route")
+            return route.unsort(self._forward_rows(route.sort(x), route), x.shape)
+        return self._forward_rows(x, route, residual)
+
+    def _forward_rows(self, x, route, residual=None):
+        """Per-token levels on rows [P, F] in level order: one row slice per level."""
+        parts = []
         for k, tokens in enumerate(route.level_tokens):
             if tokens is not None:
-                part = self._sliced(x.index_select(0, tokens), self.neuron_counts[k])
-                out.index_copy_(0, tokens, part)
-        return out.view(shape)
+                lo, hi = route.bounds[k], route.bounds[k + 1]
+                sub = None if residual is None else residual[lo:hi]
+                parts.append(self._sliced(x[lo:hi], self.neuron_counts[k], sub))
+        return torch.cat(parts) if residual is None else residual
 
 
 class SlimmableTransformerLayer(nn.Module):
@@ -346,13 +432,31 @@ class SlimmableTransformerLayer(nn.Module):
         self.normalize_before = normalize_before
 
     def forward(self, src: torch.Tensor, route: Route) -> torch.Tensor:
-        """Returns the layer output, of the same shape [N, M, F] as ``src``."""
+        """Returns the layer output, of the same shape as ``src``.
+
+        ``src`` is [N, M, F], or, for a per-token route, may be the rows
+        [P, F] in level order (``route.sort``), which lets a stack of layers
+        sort the tokens once instead of once per layer.
+        """
+        if route.is_routed and src.dim() == 3:
+            return route.unsort(self(route.sort(src), route), src.shape)
+        return self._forward(src, route, in_place=False)
+
+    def _forward(self, src, route, in_place):
+        if in_place and self.normalize_before and not self.training and route.gates is None:
+            # Inference: both branches accumulate into the residual stream
+            # ``src`` in place (the caller owns it), which saves two
+            # activation-sized allocations per layer.
+            src = self.self_att(self.norm1(src), route, residual=src)
+            return self.pos_ffn(self.norm2(src), route, residual=src)
         src1 = self.norm1(src) if self.normalize_before else src
-        src = src + self.dropout1(self.self_att(src1, route))
+        # The branch outputs are fresh tensors: adding the residual in place
+        # saves an allocation (and its page faults) per branch; a + b == b + a.
+        src = self.dropout1(self.self_att(src1, route)).add_(src)
         if not self.normalize_before:
             src = self.norm1(src)
         src1 = self.norm2(src) if self.normalize_before else src
-        out = src + self.dropout2(self.pos_ffn(src1, route))
+        out = self.dropout2(self.pos_ffn(src1, route)).add_(src)
         if not self.normalize_before:
             out = self.norm2(out)
         return out
@@ -368,10 +472,19 @@ class _SlimmableEncoder(nn.Module):
         )
         self.norm = LayerNorm(d_model, eps=1e-6)
 
-    def forward(self, x, route):
+    def forward(self, x, route, owned=False):
+        """``owned``: ``x`` is a temporary that the layers may update in place."""
+        shape = x.shape
+        if route.is_routed:
+            # [P, F]: level order for the whole stack (per-token ops commute with it)
+            x, owned = route.sort(x), True
+        in_place = not torch.is_grad_enabled()
+        if in_place and not owned:
+            x = x.clone()
         for layer in self.layers:
-            x = layer(x, route)
-        return self.norm(x)
+            x = layer._forward(x, route, in_place)
+        x = self.norm(x)
+        return route.unsort(x, shape) if route.is_routed else x
 
 
 class SlimmableTransformerBlock(nn.Module):
@@ -492,7 +605,7 @@ class SlimmableTransformerBlock(nn.Module):
             raise ValueError(f"expected input of shape [batch, time, d_model], got {tuple(x.shape)}")
         route = self._route(x, utilization, gates)
         if self.use_positional_encoding:
-            x = x + self.pos_enc(x)
+            return self.mdl(x + self.pos_enc(x), route, owned=True)
         return self.mdl(x, route)
 
     def _route(self, x, utilization, gates):

@@ -106,3 +106,16 @@ def test_track_chunking_matches_feature_segmentation():
         chunks = masker._chunk_track(track)
         assert chunks.shape == feats.shape
         torch.testing.assert_close(chunks[real > 0], feats[real > 0])
+
+
+@pytest.mark.parametrize("levels", LEVEL_SETS)
+def test_inference_mode_path_equals_autograd_path(levels):
+    # under inference_mode the masker keeps channels last and the layers add
+    # into the residual stream in place; the numbers must not change
+    masker = _masker(levels).eval()
+    mix_w = torch.randn(2, 32, 57)
+    table = torch.tensor(levels)
+    for u in (levels[0], levels[-1], table[torch.randint(0, len(levels), (2, 57))]):
+        expected = masker(mix_w, utilization=u)
+        with torch.inference_mode():
+            torch.testing.assert_close(masker(mix_w, utilization=u), expected, atol=1e-5, rtol=0)

@@ -46,3 +46,28 @@ def test_packs_hold_exactly_the_active_tokens_in_time_order():
 def test_empty_and_full_groups():
     route = Route.from_levels(torch.tensor([[0, 1], [1, 0]]), num_levels=3)
     assert route.packs[2] is None
+
+
+def test_level_order_rows_and_pack_indices_are_consistent():
+    levels = torch.tensor([[0, 2, 1, 2, 0], [0, 0, 0, 0, 2], [1, 0, 2, 0, 1]])
+    route = Route.from_levels(levels, num_levels=3)
+    flat = levels.reshape(-1)
+    x = torch.randn(3, 5, 4)
+    rows = route.sort(x)
+    # rows are grouped by level, in time order within a level, and unsort inverts sort
+    assert torch.equal(flat[route.order], flat.sort(stable=True).values)
+    for k, tokens in enumerate(route.level_tokens):
+        assert torch.equal(rows[route.bounds[k] : route.bounds[k + 1]], x.reshape(-1, 4)[tokens])
+    assert torch.equal(route.unsort(rows, x.shape), x)
+    for g in (1, 2):
+        pack = route.packs[g]
+        suffix = rows[pack.start :]
+        packed = suffix[pack.gather].view(*pack.valid.shape, 4)
+        # every valid slot holds its token; scatter brings the packed rows back
+        assert torch.equal(packed.reshape(-1, 4)[pack.slot_idx], x.reshape(-1, 4)[pack.token_idx])
+        assert torch.equal(packed.reshape(-1, 4)[pack.scatter], suffix)
+
+
+def test_head_groups_with_the_same_active_tokens_share_a_pack():
+    route = Route.from_levels(torch.tensor([[0, 2], [2, 0]]), num_levels=3)
+    assert route.packs[1] is route.packs[2]

@@ -97,3 +97,57 @@ def test_bad_inputs_are_reported():
         block(torch.randn(2, 5, 32), utilization=0.3)
     with pytest.raises(ValueError, match="regularMHA"):
         SlimmableTransformerBlock(1, 32, 4, attention_type="RelPosMHAXL")
+
+
+
+@pytest.mark.parametrize("counts", [(2, 5, 8), (3, 3, 8), (8,)])
+def test_nested_mask_equals_dense_mask_in_value_and_gradient(counts):
+    from speechbrain_dsn.slimmable import _nested_mask
+
+    K, D = len(counts), counts[-1]
+    table = (torch.arange(D)[None, :] < torch.tensor(counts)[:, None]).float()
+    x = torch.randn(3, 4, D, requires_grad=True)
+    logits = torch.randn(3, 4, K, requires_grad=True)
+    gates = F.gumbel_softmax(logits, tau=1.0, hard=True, dim=-1)
+    weight = torch.randn(3, 4, D)
+    dense = x * (gates @ table)
+    nested = _nested_mask(x, gates, counts)
+    torch.testing.assert_close(nested, dense)
+    for a, b in zip(
+        torch.autograd.grad((dense * weight).sum(), (x, logits), retain_graph=True),
+        torch.autograd.grad((nested * weight).sum(), (x, logits), retain_graph=True),
+    ):
+        torch.testing.assert_close(b, a)
+
+
+@pytest.mark.parametrize("levels", LEVEL_SETS[1:])
+def test_layers_take_sequences_or_level_order_rows(levels):
+    from speechbrain_dsn.routing import Route
+    from speechbrain_dsn.slimmable import SlimmableTransformerLayer
+
+    layer = SlimmableTransformerLayer(64, 4, 32, levels, normalize_before=True).eval()
+    x = torch.randn(5, 17, 32)
+    index = torch.randint(0, len(levels), (5, 17))
+    route = Route.from_levels(index, len(levels))
+    masked = layer(x, Route.from_gates(F.one_hot(index, len(levels)).float()))
+    torch.testing.assert_close(layer(x, route), masked, atol=1e-5, rtol=0)
+    rows = layer(route.sort(x), route)
+    torch.testing.assert_close(route.unsort(rows, x.shape), masked, atol=1e-5, rtol=0)
+    for module in (layer.self_att, layer.pos_ffn):
+        dense = module(x, Route.from_gates(F.one_hot(index, len(levels)).float()))
+        torch.testing.assert_close(module(x, route), dense, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("levels", LEVEL_SETS)
+@pytest.mark.parametrize("positional", [True, False])
+def test_in_place_inference_path_equals_autograd_path_and_keeps_the_input(levels, positional):
+    block = _block(levels, num_layers=2, use_positional_encoding=positional)
+    x = torch.randn(5, 17, 32)
+    x_copy = x.clone()
+    table = torch.tensor(levels)
+    for name, index in _tracks(levels):
+        for u in (table[index], float(table[index[0, 0]])):
+            expected = block(x, utilization=u)
+            with torch.inference_mode():
+                torch.testing.assert_close(block(x, utilization=u), expected, atol=1e-5, rtol=0, msg=name)
+    torch.testing.assert_close(x, x_copy, atol=0, rtol=0)
