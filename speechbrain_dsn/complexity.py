@@ -25,7 +25,8 @@ import torch.nn as nn
 
 from .model import separate
 from .routing import slim_width
-from .slimmable import SlimmableFeedForward, SlimmableMultiheadAttention
+from .attention import SlimmableMultiheadAttention
+from .feedforward import SlimmableFeedForward
 
 __all__ = [
     "TABLE_I",

@@ -127,9 +127,12 @@ def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: str 
                 _, reordered = pit_si_sdr(est, targets)
                 seg = segmental_si_sdr(reordered, targets, hp.sample_rate)[0].cpu().numpy()
                 n = min(len(seg), len(seg_types))
+                # segSI-SDR_t: mean over the active sources (Section III-G);
+                # segments where no source speaks have no meaningful score
                 weights = seg_active[:n].astype(float)
-                scores = (seg[:n] * weights).sum(-1) / np.maximum(weights.sum(-1), 1)
-                seg_scores[(condition, mode)].append((scores, seg_types[:n]))
+                speech = weights.sum(-1) > 0
+                scores = (seg[:n] * weights).sum(-1)[speech] / weights.sum(-1)[speech]
+                seg_scores[(condition, mode)].append((scores, seg_types[:n][speech]))
                 if getattr(hp, "save_audio", False) and i < getattr(hp, "n_audio_to_save", 3):
                     _save_audio(os.path.join(output_folder, "audio_results", condition, mode), batch.id[0], mix, est,
                                 hp.sample_rate)

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from speechbrain.lobes.models.dual_path import Dual_Path_Model
 
 from .gating import GatingModule
-from .slimmable import Route, SlimmableTransformerBlock, level_index
+from .routing import Route, level_index
+from .slimmable import SlimmableTransformerBlock
 
 __all__ = ["DSNMasker"]
 

@@ -199,7 +199,7 @@ def plot_tradeoff(
         ax.scatter([], [], marker="o", color=color, label=str(key))
     if len(color_keys) > 1:
         ax.scatter([], [], marker="o", color="red", label="average")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     ax.set_xlabel("Average utilization" if x == "avg_utilization" else x)
     ax.set_ylabel("SI-SDRi (dB)" if y == "si_sdri" else y)
     ax.grid(alpha=0.3)
