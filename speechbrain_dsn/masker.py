@@ -302,11 +302,12 @@ class DSNMasker(Dual_Path_Model):
         (in any order within each batch element) for the statistics.
         """
         B, Fc = x.shape[0], x.shape[-1]
-        # [B, 1, n]: var_mean runs single-threaded here; sums and a dot product
-        # are BLAS-fast, and in float64 E[x^2] - E[x]^2 loses no precision
+        # [B, 1, n]: var_mean runs single-threaded here, and a float64 sum
+        # would first copy the whole tensor; a float32 sum and a BLAS dot
+        # product are fast, and E[x^2] - E[x]^2 is formed in float64
         flat = same_values.view(B, 1, -1)
         n = flat.shape[-1]
-        mean = flat.sum(-1, dtype=torch.float64)[:, 0] / n
+        mean = flat.sum(-1)[:, 0].double() / n
         square = torch.bmm(flat, flat.transpose(1, 2))[:, 0, 0].double() / n
         var, mean = (square - mean * mean).clamp_min(0).to(x.dtype), mean.to(x.dtype)
         # [B, F]
