@@ -107,14 +107,13 @@ def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: str 
             batch = batch.to(brain.device)
             mix = batch.mix_sig[0]
             targets = torch.stack([batch.s1_sig[0], batch.s2_sig[0]], -1)
-            types = None
+            # encoder frames of the (unpadded) Conv1d encoder
+            num_frames = (mix.shape[-1] - hp.kernel_size) // hp.kernel_stride + 1
+            frame_types, seg_types, seg_active = _segment_types(batch, num_frames, hp)
             for mode, utilization in modes:
                 with torch.no_grad():
                     est = brain.separate(mix, utilization=utilization)
                 used = brain.modules.masknet.last_utilization[0].cpu()
-                if types is None:
-                    frame_types, seg_types, seg_active = _segment_types(batch, used.numel(), hp)
-                    types = True
                 metrics = si_sdr_improvement(est, targets, mix)
                 gmacs = track_gmacs(costs, used) + (gating_cost if mode == "internal" else 0.0)
                 rows.append(dict(condition=condition, gating=mode, ID=batch.id[0],

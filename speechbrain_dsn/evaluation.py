@@ -26,7 +26,7 @@ import torch
 from speechbrain.nnet.losses import cal_si_snr
 
 from speechbrain_dsn.losses import pit_si_sdr
-from speechbrain_dsn.plotting import plot_tradeoff, plot_utilization
+from speechbrain_dsn.plotting import _to_numpy, plot_tradeoff, plot_utilization
 
 __all__ = [
     "SEGMENT_TYPES",
@@ -43,12 +43,6 @@ __all__ = [
 SEGMENT_TYPES = ("silence", "single", "overlap")
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
-
-
-def _to_numpy(x: ArrayLike) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def frame_segment_types(

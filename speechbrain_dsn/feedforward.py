@@ -104,9 +104,8 @@ class SlimmableFeedForward(PositionalwiseFeedForward):
     def _forward_rows(self, x, route, residual=None):
         """Per-token levels on rows [P, F] in level order: one row slice per level."""
         parts = []
-        for k, tokens in enumerate(route.level_tokens):
-            if tokens is not None:
-                lo, hi = route.bounds[k], route.bounds[k + 1]
+        for k, (lo, hi) in enumerate(zip(route.bounds[:-1], route.bounds[1:])):
+            if lo < hi:
                 sub = None if residual is None else residual[lo:hi]
                 parts.append(self._sliced(x[lo:hi], self.neuron_counts[k], sub))
         return torch.cat(parts) if residual is None else residual

@@ -194,16 +194,12 @@ class DSNMasker(Dual_Path_Model):
         y, gap = self._Segmentation(y, self.K)
         intra_route, inter_route = self._routes(gates, level)
 
-        if all(self._channels_last_ok(block) for block in self.dual_mdl):
-            # [B, C, S, F]: one transpose in and out instead of four per block
-            y = y.permute(0, 2, 3, 1).contiguous()
-            for block in self.dual_mdl:
-                y = self._dual_block_channels_last(block, y, intra_route, inter_route)
-            y = y.permute(0, 3, 1, 2).contiguous()
-        else:
-            # [B, F, C, S]
-            for block in self.dual_mdl:
-                y = self._dual_block(block, y, intra_route, inter_route)
+        # [B, C, S, F]: one transpose in and out instead of four per block
+        y = y.permute(0, 2, 3, 1).contiguous()
+        for block in self.dual_mdl:
+            y = self._dual_block(block, y, intra_route, inter_route)
+        # [B, F, C, S]
+        y = y.permute(0, 3, 1, 2).contiguous()
         y = self.prelu(y)
 
         # [B*spks, F, C, S]
@@ -287,10 +283,14 @@ class DSNMasker(Dual_Path_Model):
             return Route.from_gates(intra), Route.from_gates(inter)
         return Route.from_levels(intra, K), Route.from_levels(inter, K)
 
-    @staticmethod
-    def _channels_last_ok(block):
-        norms = (block.intra_norm, block.inter_norm) if block.norm is not None else ()
-        return all(isinstance(n, torch.nn.GroupNorm) and n.num_groups == 1 and n.affine for n in norms)
+    @classmethod
+    def _norm_into(cls, norm, x, out, same_values):
+        """``norm`` (a ``Dual_Path_Model`` norm over [B, F, C, S]) applied to
+        ``x`` kept as [B, C, S, F], written to ``out``."""
+        if isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == 1 and norm.affine:
+            return cls._group_norm_into(norm, x, out, same_values)
+        # other norms ("gln", "cln", "bn"): run them in their own layout
+        return out.copy_(norm(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
 
     @staticmethod
     def _group_norm_into(norm, x, out, same_values):
@@ -320,8 +320,9 @@ class DSNMasker(Dual_Path_Model):
         return torch.addcmul(shift.view(view), x, scale.view(view), out=out)
 
     @classmethod
-    def _dual_block_channels_last(cls, block, x, intra_route, inter_route):
-        """``_dual_block`` on features kept as [B, C, S, F] (channels last).
+    def _dual_block(cls, block, x, intra_route, inter_route):
+        """``Dual_Computation_Block.forward`` with routes passed to the blocks,
+        on features kept as [B, C, S, F] (channels last).
 
         The inter-chunk layout [B*C, S, F] is then a view, the intra-chunk one
         a copy of whole F-vectors, and the norms run on the same layout; the
@@ -338,7 +339,7 @@ class DSNMasker(Dual_Path_Model):
         intra = intra.view(B, S, C, N).transpose(1, 2)
         out = torch.empty_like(x)
         if block.norm is not None:
-            intra = cls._group_norm_into(block.intra_norm, intra, out, intra_rows)
+            intra = cls._norm_into(block.intra_norm, intra, out, intra_rows)
         else:
             intra = out.copy_(intra)
         if block.skip_around_intra:
@@ -349,34 +350,5 @@ class DSNMasker(Dual_Path_Model):
             inter = block.inter_linear(inter)
         inter = inter.view(B, C, S, N)
         if block.norm is not None:
-            inter = cls._group_norm_into(block.inter_norm, inter, torch.empty_like(x), inter)
-        return inter.add_(intra)
-
-    @staticmethod
-    def _dual_block(block, x, intra_route, inter_route):
-        """``Dual_Computation_Block.forward`` with routes passed to the blocks."""
-        B, N, C, S = x.shape
-        # [B*S, C, N]; contiguous, or with B = 1 reshape returns a strided
-        # view and every layer of the block pays for it (copies, slow norms)
-        intra = x.permute(0, 3, 2, 1).contiguous().view(B * S, C, N)
-        intra = block.intra_mdl(intra, utilization=intra_route)
-        if block.linear_layer_after_inter_intra:
-            intra = block.intra_linear(intra)
-        # [B, N, C, S]
-        intra = intra.view(B, S, C, N).permute(0, 3, 2, 1).contiguous()
-        if block.norm is not None:
-            intra = block.intra_norm(intra)
-        if block.skip_around_intra:
-            # ``intra`` is a temporary here (the permuted copy, or the norm's
-            # output): adding in place saves an allocation
-            intra = intra.add_(x)
-        # [B*C, S, N]
-        inter = intra.permute(0, 2, 3, 1).contiguous().view(B * C, S, N)
-        inter = block.inter_mdl(inter, utilization=inter_route)
-        if block.linear_layer_after_inter_intra:
-            inter = block.inter_linear(inter)
-        # [B, N, C, S]
-        inter = inter.view(B, C, S, N).permute(0, 3, 1, 2).contiguous()
-        if block.norm is not None:
-            inter = block.inter_norm(inter)
+            inter = cls._norm_into(block.inter_norm, inter, torch.empty_like(x), inter)
         return inter.add_(intra)

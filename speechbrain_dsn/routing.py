@@ -151,17 +151,16 @@ class Route:
     Example
     -------
     >>> route = Route.from_levels(torch.tensor([[0, 1], [1, 1]]), num_levels=2)
-    >>> route.level_tokens[0].tolist(), route.level_tokens[1].tolist()
-    ([0], [1, 2, 3])
+    >>> route.order.tolist(), route.bounds         # tokens in level order
+    ([0, 1, 2, 3], [0, 1, 4])
     >>> route.packs[1].valid.tolist()
     [[True, False], [True, True]]
     >>> Route.from_levels(torch.ones(2, 3, dtype=torch.long), 2).level
     1
     """
 
-    def __init__(self, level=None, level_tokens=None, packs=None, gates=None, order=None, rank=None, bounds=None, shape=None):
+    def __init__(self, level=None, packs=None, gates=None, order=None, rank=None, bounds=None, shape=None):
         self.level = level
-        self.level_tokens = level_tokens
         self.packs = packs
         self.gates = gates
         # order [P]: flat token index of each row in level order; rank [P]:
@@ -222,9 +221,6 @@ class Route:
             bounds.append(bounds[-1] + c)
         rank = torch.empty_like(order)
         rank[order] = torch.arange(N * M, device=flat.device)
-        # FFN routing: one group of tokens per level.
-        level_tokens = [order[bounds[k] : bounds[k + 1]] if c > 0 else None for k, c in enumerate(counts)]
-
         # Attention routing: head group g is active where level >= g.  Group 0
         # holds the heads that every level keeps, so it is always dense.
         packs: List[Optional[Union[_Pack, str]]] = ["dense"]
@@ -259,4 +255,4 @@ class Route:
             scatter = torch.empty_like(slot_idx)
             scatter[row] = slot_idx
             packs.append(_Pack(token_idx, slot_idx, valid, bounds[g], gather, scatter))
-        return cls(level_tokens=level_tokens, packs=packs, order=order, rank=rank, bounds=bounds, shape=(N, M))
+        return cls(packs=packs, order=order, rank=rank, bounds=bounds, shape=(N, M))

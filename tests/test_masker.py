@@ -119,3 +119,15 @@ def test_inference_mode_path_equals_autograd_path(levels):
         expected = masker(mix_w, utilization=u)
         with torch.inference_mode():
             torch.testing.assert_close(masker(mix_w, utilization=u), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("norm", ["ln", "gln", "cln"])
+@pytest.mark.parametrize("linear", [False, True])
+def test_every_norm_and_linear_option_matches_stock(norm, linear):
+    options = dict(num_layers=2, K=10, norm=norm, linear_layer_after_inter_intra=linear)
+    stock = Dual_Path_Model(32, 32, SBTransformerBlock(**TINY), SBTransformerBlock(**TINY), **options).eval()
+    block = SlimmableTransformerBlock(**TINY, utilization_levels=(0.25, 1.0))
+    dsn = DSNMasker(32, 32, block, block, **options).eval()
+    dsn.load_state_dict(stock.state_dict(), strict=False)
+    x = torch.randn(2, 32, 47)
+    torch.testing.assert_close(dsn(x, utilization=1.0), stock(x), atol=1e-4, rtol=0)
