@@ -27,7 +27,6 @@ from speechbrain.dataio.dataio import write_audio
 from .complexity import gating_gmacs, gmacs_per_second, track_gmacs
 from .data.vad import speech_activity
 from .evaluation import SEGMENT_TYPES, frame_segment_types, segment_stats, si_sdr_improvement, summarize, write_csv
-from .losses import pit_si_sdr
 from .segmental import _segment, _segment_geometry, segmental_si_sdr
 from .plotting import plot_tradeoff, plot_utilization
 
@@ -123,8 +122,7 @@ def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: str 
                 index = (used[:, None] - torch.tensor(brain.levels)).abs().argmin(-1).numpy()
                 for t, name in enumerate(SEGMENT_TYPES):
                     share_counts[(condition, mode, name)] += np.bincount(index[frame_types == t], minlength=len(brain.levels))
-                _, reordered = pit_si_sdr(est, targets)
-                seg = segmental_si_sdr(reordered, targets, hp.sample_rate)[0].cpu().numpy()
+                seg = segmental_si_sdr(metrics["estimates_reordered"], targets, hp.sample_rate)[0].cpu().numpy()
                 n = min(len(seg), len(seg_types))
                 # segSI-SDR_t: mean over the active sources (Section III-G);
                 # segments where no source speaks have no meaningful score

@@ -196,7 +196,9 @@ def si_sdr_improvement(
     dict
         ``si_sdr`` and ``si_sdri`` (mean over sources, shape [B] or []) and
         ``si_sdr_per_source`` and ``si_sdri_per_source`` (shape [B, C] or
-        [C]), in dB, with sources in the order of ``targets``.
+        [C]), in dB, with sources in the order of ``targets``; and
+        ``estimates_reordered``, the estimates in that order (shape of
+        ``estimates``).
 
     Example
     -------
@@ -233,6 +235,7 @@ def si_sdr_improvement(
     out = {
         "si_sdr_per_source": si_sdr,
         "si_sdri_per_source": si_sdr - si_sdr_mix,
+        "estimates_reordered": reordered,
     }
     out["si_sdr"] = out["si_sdr_per_source"].mean(-1)
     out["si_sdri"] = out["si_sdri_per_source"].mean(-1)

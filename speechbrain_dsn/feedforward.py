@@ -63,7 +63,12 @@ class SlimmableFeedForward(PositionalwiseFeedForward):
 
     def _sliced(self, x, n, residual=None):
         lin1, act, drop, lin2 = self.ffn
-        hidden = drop(act(F.linear(x, lin1.weight[:n], lin1.bias[:n])))
+        hidden = F.linear(x, lin1.weight[:n], lin1.bias[:n])
+        if isinstance(act, nn.ReLU) and not torch.is_grad_enabled():
+            # the pre-activation is a temporary: no second [P, n] tensor
+            hidden = drop(hidden.relu_())
+        else:
+            hidden = drop(act(hidden))
         if residual is None:
             return F.linear(hidden, lin2.weight[:, :n], lin2.bias)
         rows = residual.view(-1, residual.shape[-1])

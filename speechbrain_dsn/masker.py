@@ -34,6 +34,43 @@ from .slimmable import SlimmableTransformerBlock
 __all__ = ["DSNMasker"]
 
 
+def _segment(y, K):
+    """``Dual_Path_Model._Segmentation`` on channels-last features.
+
+    ``y`` [B, T, F] -> chunks [B, C, S, F] with C = ``K``: zero padding,
+    then two chunkings shifted by K // 2, interleaved (chunk 2i of the first,
+    2i + 1 of the second), in one pass over the output.
+    """
+    B, T, Fc = y.shape
+    P = K // 2
+    gap = K - (P + T % K) % K
+    # [B, P + T + gap + P, F]
+    padded = F.pad(y, (0, 0, P, gap + P))
+    n = (padded.shape[1] - P) // K
+    out = y.new_empty(B, K, n, 2, Fc)
+    out[:, :, :, 0] = padded[:, :-P].view(B, n, K, Fc).transpose(1, 2)
+    out[:, :, :, 1] = padded[:, P:].view(B, n, K, Fc).transpose(1, 2)
+    return out.view(B, K, 2 * n, Fc)
+
+
+def _overlap_add(y, T):
+    """``Dual_Path_Model._over_add`` on channels-last chunks: [B, C, S, F] -> [B, T, F].
+
+    Frame t is position t + P of the padded sequence; the first chunking
+    covers padded positions [0, nK), the second [P, nK + P).
+    """
+    B, K, S, Fc = y.shape
+    P, n = K // 2, S // 2
+    # [B, n, 2, K, F]
+    chunks = y.view(B, K, n, 2, Fc).permute(0, 2, 3, 1, 4)
+    out = chunks[:, :, 0].contiguous()
+    # [B, nK, F]: padded positions [0, nK)
+    flat = out.view(B, n * K, Fc)
+    flat[:, P : P + (n - 1) * K].view(B, n - 1, K, Fc).add_(chunks[:, : n - 1, 1])
+    flat[:, P + (n - 1) * K :].add_(chunks[:, n - 1, 1, : K - P])
+    return flat[:, P : P + T]
+
+
 class DSNMasker(Dual_Path_Model):
     """SepFormer masker whose width follows a per-frame utilization.
 
@@ -186,33 +223,56 @@ class DSNMasker(Dual_Path_Model):
         B, _, T = x.shape
         gates, level = self._select_levels(x, utilization)
 
-        # [B, F, T]
-        y = self.conv1d(self.norm(x))
+        # [B, T, F]: channels last from here on (the 1x1 convolutions are
+        # matrix products over rows of channels, and the transformer blocks
+        # want channels last anyway)
+        y = F.linear(self.norm(x).transpose(1, 2), self.conv1d.weight[:, :, 0])
         if self.use_global_pos_enc:
-            y = self.pos_enc(y.transpose(1, -1)).transpose(1, -1) + y * (y.size(1) ** 0.5)
-        # [B, F, C, S]
-        y, gap = self._Segmentation(y, self.K)
+            y = self.pos_enc(y) + y * (y.size(-1) ** 0.5)
+        # [B, C, S, F]
+        y = _segment(y, self.K)
         intra_route, inter_route = self._routes(gates, level)
-
-        # [B, C, S, F]: one transpose in and out instead of four per block
-        y = y.permute(0, 2, 3, 1).contiguous()
         for block in self.dual_mdl:
             y = self._dual_block(block, y, intra_route, inter_route)
-        # [B, F, C, S]
-        y = y.permute(0, 3, 1, 2).contiguous()
-        y = self.prelu(y)
+        return self._head(y, T)
 
-        # [B*spks, F, C, S]
-        y = self.conv2d(y)
-        _, _, C, S = y.shape
-        y = y.view(B * self.num_spks, -1, C, S)
-        # [B*spks, F, T]
-        y = self._over_add(y, gap)
-        y = self.output(y) * self.output_gate(y)
-        y = self.end_conv1x1(y)
-        # [spks, B, F, T]
-        y = self.activation(y.view(B, self.num_spks, -1, T))
-        return y.transpose(0, 1)
+    def _head(self, y, T):
+        """PReLU, overlap-add, 1x1 convolutions and the gated output of
+        ``Dual_Path_Model`` on channels-last chunks [B, C, S, F]; returns
+        masks [spks, B, F, T].
+
+        The 1x1 ``conv2d`` is linear and per position, so it commutes with
+        the overlap-add: it runs on the T frames instead of the C x S chunk
+        positions (about 2T), with its bias counted twice, as each frame is
+        the sum of exactly two chunk positions.
+        """
+        B, spks = y.shape[0], self.num_spks
+        # nn.PReLU() of Dual_Path_Model has a single parameter: layout-free
+        y = self.prelu(y)
+        # [B, T, F]
+        y = _overlap_add(y, T)
+        conv2d = self.conv2d
+        y = F.linear(y, conv2d.weight.flatten(1), None if conv2d.bias is None else 2 * conv2d.bias)
+        # [B, T, spks, F]
+        y = y.view(B, T, spks, -1)
+        out, gate = self.output[0], self.output_gate[0]
+        a = F.linear(y, out.weight[:, :, 0], out.bias)
+        g = F.linear(y, gate.weight[:, :, 0], gate.bias)
+        grad = torch.is_grad_enabled()
+        # the same as Tanh and Sigmoid, in place without autograd
+        y = self.output[1](a) * self.output_gate[1](g) if grad else a.tanh_().mul_(g.sigmoid_())
+        # [spks, B, F, T]: one product per source and example, weight times
+        # the transposed rows (a BLAS operand, not a copy), writes the masks
+        # in their stock layout
+        w = self.end_conv1x1.weight[:, :, 0]
+        if grad:
+            masks = torch.stack([w @ y[b, :, s].t() for s in range(spks) for b in range(B)])
+            return self.activation(masks.view(spks, B, -1, T))
+        masks = y.new_empty(spks, B, w.shape[0], T)
+        for s in range(spks):
+            for b in range(B):
+                torch.mm(w, y[b, :, s].t(), out=masks[s, b])
+        return masks.relu_()
 
     def _select_levels(self, x, utilization):
         """Returns (gates [B, T, K] or None, level: int or [B, T] index) and

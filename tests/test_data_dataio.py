@@ -93,3 +93,32 @@ def test_noisy_corpus_items_have_noise(tmp_path):
     assert torch.count_nonzero(quiet["noise_sig"]) == 0
     test_item = tests["ov100_na50"][0]
     assert torch.equal(test_item["mix_sig"], test_item["s1_sig"] + test_item["s2_sig"] + test_item["noise_sig"])
+
+
+def test_dynamic_pair_draw_is_uniform_over_other_speakers():
+    import numpy as np
+
+    from speechbrain_dsn.data.dataio import OnTheFlyMixer
+
+    # speakers a (3 utterances), b (1), c (2); rows repeat utterances
+    spk = {"a1": "a", "a2": "a", "a3": "a", "b1": "b", "c1": "c", "c2": "c"}
+    pairs = [("a1", "b1"), ("c1", "a2"), ("a3", "c2"), ("b1", "c1")]
+    pool = [{"s1_wav": x, "s1_spk": spk[x], "s1_start": 0, "s1_end": 1,
+             "s2_wav": y, "s2_spk": spk[y], "s2_start": 0, "s2_end": 1} for x, y in pairs]
+    mixer = OnTheFlyMixer(8000, pool=pool)
+    assert sorted(u[0] for u in mixer.utterances) == sorted(spk)
+    rng = np.random.default_rng(0)
+    counts = {}
+    for _ in range(6000):
+        first, second = mixer._draw_pair(rng)
+        assert first[1] != second[1]
+        counts[(first[0], second[0])] = counts.get((first[0], second[0]), 0) + 1
+    # every cross-speaker pair appears; given the first utterance, the
+    # second is uniform over the other speakers' utterances
+    expected = {(x, y) for x in spk for y in spk if spk[x] != spk[y]}
+    assert set(counts) == expected
+    for x in spk:
+        row = [n for (f, _), n in counts.items() if f == x]
+        assert max(row) / min(row) < 1.5
+    with pytest.raises(ValueError, match="2 speakers"):
+        OnTheFlyMixer(8000, pool=[dict(pool[0], s2_wav="a2", s2_spk="a")])

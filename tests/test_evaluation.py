@@ -103,7 +103,11 @@ def test_si_sdr_improvement_matches_manual_computation():
     # Noise at -20 dB: SI-SDR about 20 dB for every source after PIT.
     assert torch.allclose(out["si_sdr_per_source"], torch.full((2, 2), 20.0), atol=0.5)
     assert torch.allclose(out["si_sdri"], out["si_sdri_per_source"].mean(-1))
+    # the reordered estimates undo the swap of the second example
+    assert torch.equal(out["estimates_reordered"][0], estimates[0])
+    assert torch.equal(out["estimates_reordered"][1], estimates[1].flip(-1))
     single = si_sdr_improvement(estimates[1], targets[1], mixture[1])
+    assert single["estimates_reordered"].shape == (4000, 2)
     assert single["si_sdri"].dim() == 0
     assert torch.allclose(single["si_sdri"], out["si_sdri"][1])
 

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from speechbrain.lobes.models.dual_path import Dual_Path_Model, SBTransformerBlock
 
-from speechbrain_dsn.masker import DSNMasker
+from speechbrain_dsn.masker import DSNMasker, _overlap_add, _segment
 from speechbrain_dsn.slimmable import SlimmableTransformerBlock
 
 from .conftest import LEVEL_SETS, TINY
@@ -131,3 +131,32 @@ def test_every_norm_and_linear_option_matches_stock(norm, linear):
     dsn.load_state_dict(stock.state_dict(), strict=False)
     x = torch.randn(2, 32, 47)
     torch.testing.assert_close(dsn(x, utilization=1.0), stock(x), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("K", [4, 10, 11])
+@pytest.mark.parametrize("T", [1, 9, 10, 37])
+def test_channels_last_chunking_and_overlap_add_match_stock(K, T):
+    # the masker chunks and overlap-adds channels last; SpeechBrain's own
+    # Dual_Path_Model methods are the oracle
+    stock = Dual_Path_Model(8, 8, SBTransformerBlock(1, 8, 2, d_ffn=16), SBTransformerBlock(1, 8, 2, d_ffn=16), K=K)
+    x = torch.randn(2, 8, T)
+    chunks, gap = stock._Segmentation(x, K)
+    ours = _segment(x.transpose(1, 2), K)
+    torch.testing.assert_close(ours.permute(0, 3, 1, 2), chunks, atol=0, rtol=0)
+    y = torch.randn_like(chunks)
+    torch.testing.assert_close(_overlap_add(y.permute(0, 2, 3, 1), T).transpose(1, 2), stock._over_add(y, gap))
+
+
+def test_full_width_gradients_equal_stock():
+    # the head runs conv2d after the overlap-add (bias counted twice); the
+    # gradients of every shared parameter must still be the stock ones
+    stock = Dual_Path_Model(32, 32, SBTransformerBlock(**TINY), SBTransformerBlock(**TINY), **DP).eval()
+    dsn = _masker((0.25, 1.0)).eval()
+    dsn.load_state_dict(stock.state_dict(), strict=False)
+    x = torch.randn(2, 32, 53)
+    target = torch.randn(2, 2, 32, 53)
+    for model, kwargs in ((stock, {}), (dsn, {"utilization": 1.0})):
+        ((model(x, **kwargs) - target) ** 2).sum().backward()
+    ours = dict(dsn.named_parameters())
+    for name, param in stock.named_parameters():
+        torch.testing.assert_close(ours[name].grad, param.grad, atol=1e-4, rtol=1e-4, msg=name)

@@ -97,9 +97,14 @@ class OnTheFlyMixer:
                 for k in ("s1", "s2"):
                     seen[row[f"{k}_wav"]] = (row[f"{k}_wav"], row[f"{k}_spk"],
                                              (int(row[f"{k}_start"]), int(row[f"{k}_end"])))
-            self.utterances = list(seen.values())
+            # grouped by speaker: [lo, hi) of each speaker's utterances
+            self.utterances = sorted(seen.values(), key=lambda u: (u[1], u[0]))
+            self._speaker_span = {}
+            for i, (_, spk, _) in enumerate(self.utterances):
+                lo, _ = self._speaker_span.get(spk, (i, i))
+                self._speaker_span[spk] = (lo, i + 1)
             self.noises = sorted({row["noise_wav"] for row in pool if row.get("noise_wav")})
-            if len({spk for _, spk, _ in self.utterances}) < 2:
+            if len(self._speaker_span) < 2:
                 raise ValueError("dynamic mixing needs training utterances of at least 2 speakers")
 
     def _source(self, path: str, bounds: Tuple[int, int], rng: np.random.Generator):
@@ -119,8 +124,10 @@ class OnTheFlyMixer:
     def _draw_pair(self, rng: np.random.Generator):
         """Two utterances of different speakers from the pool."""
         first = self.utterances[int(rng.integers(len(self.utterances)))]
-        others = [u for u in self.utterances if u[1] != first[1]]
-        second = others[int(rng.integers(len(others)))]
+        # uniform over the utterances of the other speakers: skip the first's span
+        lo, hi = self._speaker_span[first[1]]
+        index = int(rng.integers(len(self.utterances) - (hi - lo)))
+        second = self.utterances[index + (hi - lo) if index >= lo else index]
         return first, second
 
     def mix(self, row: dict, rng: np.random.Generator, random_crop: bool = True) -> Dict[str, object]:
