@@ -34,18 +34,23 @@ Usage: ``python benchmarks/speed.py [--threads 2] [--repeats 5] [--json out.json
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
 import time
 import warnings
 
-import torch
-from speechbrain.lobes.models.dual_path import SepformerWrapper
-from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
+# The CPU peak-memory measurement uses the torch profiler, whose kineto backend
+# logs start/stop lines to stderr, between the lines of the table.
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
-from speechbrain_dsn.complexity import gmacs_per_second, track_gmacs
-from speechbrain_dsn.model import PAPER_CONFIG, DSNSepformer
+import torch  # noqa: E402
+from speechbrain.lobes.models.dual_path import SepformerWrapper  # noqa: E402
+from speechbrain.nnet.losses import get_si_snr_with_pitwrapper  # noqa: E402
+
+from speechbrain_dsn.complexity import gmacs_per_second, track_gmacs  # noqa: E402
+from speechbrain_dsn.model import PAPER_CONFIG, DSNSepformer  # noqa: E402
 
 LEVELS = (0.125, 0.25, 0.5, 0.75, 1.0)
 #: d_model 32, one layer per block: a configuration for smoke tests.

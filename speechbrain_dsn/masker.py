@@ -261,18 +261,14 @@ class DSNMasker(Dual_Path_Model):
         grad = torch.is_grad_enabled()
         # the same as Tanh and Sigmoid, in place without autograd
         y = self.output[1](a) * self.output_gate[1](g) if grad else a.tanh_().mul_(g.sigmoid_())
-        # [spks, B, F, T]: one product per source and example, weight times
-        # the transposed rows (a BLAS operand, not a copy), writes the masks
-        # in their stock layout
-        w = self.end_conv1x1.weight[:, :, 0]
-        if grad:
-            masks = torch.stack([w @ y[b, :, s].t() for s in range(spks) for b in range(B)])
-            return self.activation(masks.view(spks, B, -1, T))
-        masks = y.new_empty(spks, B, w.shape[0], T)
-        for s in range(spks):
-            for b in range(B):
-                torch.mm(w, y[b, :, s].t(), out=masks[s, b])
-        return masks.relu_()
+        # [spks, F, T] per example: the weight times the transposed rows of
+        # each source (BLAS reads them in place) writes the masks in their
+        # stock layout
+        w = self.end_conv1x1.weight[:, :, 0].expand(spks, -1, -1)
+        masks = [torch.bmm(w, y[b].permute(1, 2, 0)) for b in range(B)]
+        # [spks, B, F, T]
+        masks = masks[0].unsqueeze(1) if B == 1 else torch.stack(masks, 1)
+        return self.activation(masks) if grad else masks.relu_()
 
     def _select_levels(self, x, utilization):
         """Returns (gates [B, T, K] or None, level: int or [B, T] index) and
