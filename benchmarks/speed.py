@@ -208,10 +208,19 @@ def run(args):
     gmacs["dynamic (closed form)"] = track_gmacs(level_gmacs, track)
     gmacs["gating (closed form, excl. gate)"] = track_gmacs(level_gmacs, gating_levels)
 
+    for part in ("masker", "separator"):
+        low, full = raw[f"{part} U={LEVELS[0]}"], raw[f"{part} U={LEVELS[-1]}"]
+        raw[f"{part} U=lowest"] = low
+        raw[f"{part} fixed mean"] = [(a + b) / 2 for a, b in zip(low, full)]
     ratios = {}
     for key, (num, den, bound, text) in TARGETS.items():
         ratio = times[num] / times[den]
-        ratios[key] = dict(ratio=round(ratio, 4), bound=round(bound, 4), passed=ratio <= bound, target=text)
+        # the ratio within each round (the jobs of a round ran back to back,
+        # so a slow phase of the machine hits both): spread of the ratio
+        paired = sorted(a / b for a, b in zip(raw[num], raw[den]))
+        ratios[key] = dict(ratio=round(ratio, 4), bound=round(bound, 4), passed=ratio <= bound, target=text,
+                           per_round=dict(median=round(statistics.median(paired), 4),
+                                          min=round(paired[0], 4), max=round(paired[-1], 4)))
     ratios["a_low_vs_full_masker"]["speedup"] = round(1 / ratios["a_low_vs_full_masker"]["ratio"], 3)
     ratios["a_low_vs_full_separator_speedup"] = round(times["separator U=1.0"] / times["separator U=lowest"], 3)
     ratios["b_full_vs_stock_separator"] = round(times["separator U=1.0"] / times["separator stock"], 4)
@@ -257,7 +266,12 @@ def print_table(result, file=sys.stderr):
     for key, value in result["targets"].items():
         if isinstance(value, dict):
             verdict = "PASS" if value["passed"] else "FAIL"
-            print(f"{verdict} {key}: {value['ratio']:.3f} (bound {value['bound']:.3f}; {value['target']})", file=file)
+            spread = value["per_round"]
+            print(
+                f"{verdict} {key}: {value['ratio']:.3f} (bound {value['bound']:.3f}; {value['target']}; "
+                f"per round {spread['min']:.3f}-{spread['max']:.3f})",
+                file=file,
+            )
 
 
 def main(argv=None):
