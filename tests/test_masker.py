@@ -121,16 +121,25 @@ def test_inference_mode_path_equals_autograd_path(levels):
             torch.testing.assert_close(masker(mix_w, utilization=u), expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("norm", ["ln", "gln", "cln"])
-@pytest.mark.parametrize("linear", [False, True])
-def test_every_norm_and_linear_option_matches_stock(norm, linear):
-    options = dict(num_layers=2, K=10, norm=norm, linear_layer_after_inter_intra=linear)
+def _assert_full_width_matches_stock(options, frames):
     stock = Dual_Path_Model(32, 32, SBTransformerBlock(**TINY), SBTransformerBlock(**TINY), **options).eval()
     block = SlimmableTransformerBlock(**TINY, utilization_levels=(0.25, 1.0))
     dsn = DSNMasker(32, 32, block, block, **options).eval()
     dsn.load_state_dict(stock.state_dict(), strict=False)
-    x = torch.randn(2, 32, 47)
+    x = torch.randn(2, 32, frames)
     torch.testing.assert_close(dsn(x, utilization=1.0), stock(x), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("norm", ["ln", "gln", "cln"])
+@pytest.mark.parametrize("linear", [False, True])
+def test_every_norm_and_linear_option_matches_stock(norm, linear):
+    _assert_full_width_matches_stock(dict(num_layers=2, K=10, norm=norm, linear_layer_after_inter_intra=linear), 47)
+
+
+def test_global_positional_encoding_matches_stock():
+    # Dual_Path_Model builds PositionalEncoding(max_length), i.e. max_length is
+    # the feature size there; it must equal the channels for stock to run
+    _assert_full_width_matches_stock(dict(DP, use_global_pos_enc=True, max_length=32), 61)
 
 
 @pytest.mark.parametrize("K", [4, 10, 11])
@@ -160,15 +169,3 @@ def test_full_width_gradients_equal_stock():
     ours = dict(dsn.named_parameters())
     for name, param in stock.named_parameters():
         torch.testing.assert_close(ours[name].grad, param.grad, atol=1e-4, rtol=1e-4, msg=name)
-
-
-def test_global_positional_encoding_matches_stock():
-    # Dual_Path_Model builds PositionalEncoding(max_length), i.e. max_length is
-    # the feature size there; it must equal the channels for stock to run
-    options = dict(DP, use_global_pos_enc=True, max_length=32)
-    stock = Dual_Path_Model(32, 32, SBTransformerBlock(**TINY), SBTransformerBlock(**TINY), **options).eval()
-    block = SlimmableTransformerBlock(**TINY, utilization_levels=(0.25, 1.0))
-    dsn = DSNMasker(32, 32, block, block, **options).eval()
-    dsn.load_state_dict(stock.state_dict(), strict=False)
-    x = torch.randn(2, 32, 61)
-    torch.testing.assert_close(dsn(x, utilization=1.0), stock(x), atol=1e-4, rtol=0)
