@@ -185,8 +185,10 @@ def run(args):
         gating_levels = dsn.masknet.last_utilization
         memory = {name: peak_memory_mb(fn, device) for name, fn in jobs.items() if name.startswith("separator")}
     for part in ("masker", "separator"):
-        times[f"{part} U=lowest"] = times[f"{part} U={LEVELS[0]}"]
-        times[f"{part} fixed mean"] = (times[f"{part} U={LEVELS[0]}"] + times[f"{part} U={LEVELS[-1]}"]) / 2
+        low, full = f"{part} U={LEVELS[0]}", f"{part} U={LEVELS[-1]}"
+        times[f"{part} U=lowest"], raw[f"{part} U=lowest"] = times[low], raw[low]
+        times[f"{part} fixed mean"] = (times[low] + times[full]) / 2
+        raw[f"{part} fixed mean"] = [(a + b) / 2 for a, b in zip(raw[low], raw[full])]
 
     # training steps: DSN with internal gating (masked path), static U=1.0, stock
     targets = torch.randn(1, samples, dsn.num_spks, device=device)
@@ -208,10 +210,6 @@ def run(args):
     gmacs["dynamic (closed form)"] = track_gmacs(level_gmacs, track)
     gmacs["gating (closed form, excl. gate)"] = track_gmacs(level_gmacs, gating_levels)
 
-    for part in ("masker", "separator"):
-        low, full = raw[f"{part} U={LEVELS[0]}"], raw[f"{part} U={LEVELS[-1]}"]
-        raw[f"{part} U=lowest"] = low
-        raw[f"{part} fixed mean"] = [(a + b) / 2 for a, b in zip(low, full)]
     ratios = {}
     for key, (num, den, bound, text) in TARGETS.items():
         ratio = times[num] / times[den]

@@ -29,6 +29,7 @@ from speechbrain.nnet.losses import PitWrapper, cal_si_snr
 
 from .segmental import (
     _check_pair,
+    _check_shape,
     segment_activity,
     segmental_si_sdr,
     segments_to_frames,
@@ -122,19 +123,11 @@ def complexity_loss(
     >>> complexity_loss(u, 0.125, torch.tensor([[1.0, 0.0, 0.0, 1.0]]))
     tensor(0.0352, grad_fn=<MeanBackward0>)
     """
-    if utilization.dim() != 2:
-        raise ValueError(
-            "expected utilization of shape [batch, frames], "
-            f"got {tuple(utilization.shape)}"
-        )
+    _check_shape(utilization, "utilization", ("batch", "frames"))
     # [B, T]
     penalty = (utilization - min_level) ** 2
     if weights is not None:
-        if weights.shape != utilization.shape:
-            raise ValueError(
-                f"weights {tuple(weights.shape)} must match utilization "
-                f"{tuple(utilization.shape)}"
-            )
+        _check_shape(weights, "weights", ("batch", "frames"), utilization, "utilization")
         penalty = weights.detach().to(penalty.dtype) * penalty
     return penalty.mean()
 

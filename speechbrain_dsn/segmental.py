@@ -27,17 +27,17 @@ import torch
 from speechbrain.nnet.losses import cal_si_snr
 
 
+def _check_shape(x, name, dims, like=None, like_name=None) -> None:
+    """Raises a ValueError naming ``x`` unless it has the dimensions ``dims``
+    (names, e.g. ``("batch", "time")``) and, if given, the shape of ``like``."""
+    if x.dim() != len(dims):
+        raise ValueError(f"expected {name} of shape [{', '.join(dims)}], got {tuple(x.shape)}")
+    if like is not None and x.shape != like.shape:
+        raise ValueError(f"{name} {tuple(x.shape)} must match {like_name} {tuple(like.shape)} (the same shape)")
+
+
 def _check_pair(estimates: torch.Tensor, targets: torch.Tensor) -> None:
-    if estimates.dim() != 3:
-        raise ValueError(
-            "expected estimates of shape [batch, time, sources], "
-            f"got {tuple(estimates.shape)}"
-        )
-    if estimates.shape != targets.shape:
-        raise ValueError(
-            f"estimates {tuple(estimates.shape)} and targets "
-            f"{tuple(targets.shape)} must have the same shape [B, T, C]"
-        )
+    _check_shape(estimates, "estimates", ("batch", "time", "sources"), targets, "targets")
 
 
 def _segment_geometry(
@@ -166,11 +166,7 @@ def segment_activity(
     >>> bool(active[0, :, 0].all()), bool(active[0, -1, 1]), bool(active[0, 0, 1])
     (True, False, True)
     """
-    if targets.dim() != 3:
-        raise ValueError(
-            "expected targets of shape [batch, time, sources], "
-            f"got {tuple(targets.shape)}"
-        )
+    _check_shape(targets, "targets", ("batch", "time", "sources"))
     length, hop = _segment_geometry(sample_rate, segment_ms, overlap)
     # [B, S, C]
     energy = _segment(targets.detach(), length, hop).pow(2).sum(-1)
@@ -217,16 +213,8 @@ def signal_dependent_weights(
     >>> signal_dependent_weights(seg, active, a=0.05, b=30.0)
     tensor([[0.0000, 0.6487, 1.0000]])
     """
-    if seg_si_sdr.dim() != 3:
-        raise ValueError(
-            "expected seg_si_sdr of shape [batch, segments, sources], "
-            f"got {tuple(seg_si_sdr.shape)}"
-        )
-    if active.shape != seg_si_sdr.shape:
-        raise ValueError(
-            f"active {tuple(active.shape)} must match seg_si_sdr "
-            f"{tuple(seg_si_sdr.shape)}"
-        )
+    _check_shape(seg_si_sdr, "seg_si_sdr", ("batch", "segments", "sources"))
+    _check_shape(active, "active", ("batch", "segments", "sources"), seg_si_sdr, "seg_si_sdr")
     seg_si_sdr = seg_si_sdr.detach()
     active = active.bool()
     # [B, S]
@@ -285,10 +273,7 @@ def segments_to_frames(
     >>> frames[0, [0, 46, 47, 94, 95, 142, 143, 199]]  # centres 8, 376, 384, ...
     tensor([0.0000, 0.0000, 0.5000, 0.5000, 1.5000, 1.5000, 2.0000, 2.0000])
     """
-    if values.dim() != 2:
-        raise ValueError(
-            f"expected values of shape [batch, segments], got {tuple(values.shape)}"
-        )
+    _check_shape(values, "values", ("batch", "segments"))
     length, hop = _segment_geometry(sample_rate, segment_ms, overlap)
     num_segments = values.shape[1]
     device = values.device
