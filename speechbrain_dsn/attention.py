@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .masks import nested_mask
-from .routing import Route, check_levels, slim_width
+from .routing import Route, check_levels, column_slice_t, slim_width
 
 __all__ = ["SlimmableMultiheadAttention"]
 
@@ -147,7 +147,8 @@ class SlimmableMultiheadAttention(nn.Module):
             if residual is None:
                 return F.linear(att, self._out_weight(0, h), self.att.out_proj.bias)
             rows = residual.view(-1, residual.shape[-1])
-            rows.addmm_(att.view(-1, h * d), self._out_weight(0, h).t()).add_(self.att.out_proj.bias)
+            rows.addmm_(att.view(-1, h * d), column_slice_t(self.att.out_proj.weight, 0, h * d))
+            rows.add_(self.att.out_proj.bias)
             return residual
 
         if x.dim() == 3:
@@ -197,7 +198,7 @@ class SlimmableMultiheadAttention(nn.Module):
             if out is None:
                 out = F.linear(att, self._out_weight(first, last), self.att.out_proj.bias)
             else:
-                out[start:].addmm_(att, self._out_weight(first, last).t())
+                out[start:].addmm_(att, column_slice_t(self.att.out_proj.weight, first * d, last * d))
         return out if residual is None else out.add_(self.att.out_proj.bias)
 
     def _forward_masked(self, x, gates, p):

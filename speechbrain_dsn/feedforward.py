@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from speechbrain.nnet.attention import PositionalwiseFeedForward
 
 from .masks import nested_mask
-from .routing import Route, check_levels, slim_width
+from .routing import Route, check_levels, column_slice_t, slim_width
 
 __all__ = ["SlimmableFeedForward"]
 
@@ -72,7 +72,7 @@ class SlimmableFeedForward(PositionalwiseFeedForward):
         if residual is None:
             return F.linear(hidden, lin2.weight[:, :n], lin2.bias)
         rows = residual.view(-1, residual.shape[-1])
-        rows.addmm_(hidden.view(-1, n), lin2.weight[:, :n].t()).add_(lin2.bias)
+        rows.addmm_(hidden.view(-1, n), column_slice_t(lin2.weight, 0, n)).add_(lin2.bias)
         return residual
 
     def forward(self, x: torch.Tensor, route: Route, residual: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["Route", "check_levels", "level_index", "slim_width"]
+__all__ = ["Route", "check_levels", "column_slice_t", "level_index", "slim_width"]
 
 
 def slim_width(utilization: float, full: int) -> int:
@@ -46,6 +46,43 @@ def slim_width(utilization: float, full: int) -> int:
     """
     # The tolerance keeps 0.3 * 10 = 3.0000000000000004 from rounding up to 4.
     return max(1, math.ceil(utilization * full - 1e-9))
+
+
+def column_slice_t(weight: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """``weight[:, lo:hi].t()``, the right operand of ``rows @ W[:, lo:hi].T``.
+
+    An output projection at a reduced width uses only some input columns of
+    its weight.  A strict slice is returned as a contiguous copy
+    ([hi - lo, out_features], a few hundred KiB at most): MKL's GEMM runs the
+    narrow products of the sliced path faster on it than on the strided view
+    (about 5 % less masker time at U = 0.125 on the 2-core benchmark
+    machine, same numbers).  The whole weight is returned as a view, where
+    the copy would cost a pass over the weight and gain nothing.
+
+    Arguments
+    ---------
+    weight : torch.Tensor
+        Weight of shape [out_features, in_features].
+    lo, hi : int
+        The input columns used, ``lo:hi``.
+
+    Returns
+    -------
+    torch.Tensor
+        Tensor of shape [hi - lo, out_features] equal to ``weight[:, lo:hi].t()``.
+
+    Example
+    -------
+    >>> w = torch.arange(6.0).view(2, 3)
+    >>> column_slice_t(w, 1, 3).tolist()
+    [[1.0, 4.0], [2.0, 5.0]]
+    >>> column_slice_t(w, 0, 3).is_contiguous()   # the whole weight: a view
+    False
+    """
+    cols = weight[:, lo:hi]
+    if hi - lo == weight.shape[1]:
+        return cols.t()
+    return cols.t().contiguous()
 
 
 def check_levels(levels: Sequence[float]) -> tuple:

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import statistics
 import subprocess
 import sys
 
@@ -34,3 +35,36 @@ def test_speed_benchmark_reports_all_quantities(tmp_path):
     for key in ("a_low_vs_full_masker", "b_full_vs_stock_masker", "c_dynamic_vs_fixed_mean", "d_train_vs_stock"):
         target = result["targets"][key]
         assert target["ratio"] > 0 and isinstance(target["passed"], bool)
+
+
+def _load_speed_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speed", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_target_ratios_pair_the_jobs_of_each_round():
+    speed = _load_speed_module()
+    # Within every round U=0.125 is 5.5x faster than U=1.0.  The machine
+    # slows down 3x during round 3, after its U=0.125 job: the median of
+    # U=1.0 then comes from the slow phase and that of U=0.125 from the fast
+    # one, and their ratio (1 / 16.5) misreads the speed-up.
+    names = ["masker U=lowest", "masker U=1.0", "masker stock", "masker dynamic", "masker fixed mean",
+             "separator U=lowest", "separator U=1.0", "separator stock", "separator dynamic",
+             "separator fixed mean", "train DSN gating", "train static U=1.0", "train stock"]
+    raw = {name: [1.0] * 5 for name in names}
+    raw["masker U=lowest"] = [1.0, 1.0, 1.0, 3.0, 3.0]
+    raw["masker U=1.0"] = [5.5, 5.5, 16.5, 16.5, 16.5]
+    times = {name: statistics.median(values) for name, values in raw.items()}
+    ratios = speed.target_ratios(times, raw)
+    a = ratios["a_low_vs_full_masker"]
+    assert a["ratio"] == round(1 / 5.5, 4) and a["speedup"] == 5.5 and a["passed"]
+    assert a["ratio_of_medians"] == round(1 / 16.5, 4)
+    assert a["per_round"] == {"min": round(1 / 16.5, 4), "max": round(1 / 5.5, 4)}
+    # a job 20 % slower than its reference in every round fails the 1.15 bound
+    assert ratios["c_dynamic_vs_fixed_mean"]["passed"]
+    raw["masker dynamic"] = [1.2] * 5
+    assert not speed.target_ratios(times, raw)["c_dynamic_vs_fixed_mean"]["passed"]
