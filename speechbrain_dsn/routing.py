@@ -53,11 +53,11 @@ def column_slice_t(weight: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
 
     An output projection at a reduced width uses only some input columns of
     its weight.  A strict slice is returned as a contiguous copy
-    ([hi - lo, out_features], a few hundred KiB at most): MKL's GEMM runs the
-    narrow products of the sliced path faster on it than on the strided view
-    (about 5 % less masker time at U = 0.125 on the 2-core benchmark
-    machine, same numbers).  The whole weight is returned as a view, where
-    the copy would cost a pass over the weight and gain nothing.
+    ([hi - lo, out_features], under 1 MiB in the paper configuration): MKL's
+    GEMM runs the narrow products of the sliced path faster on it than on
+    the strided view (about 5 % less masker time at U = 0.125 on the 2-core
+    benchmark machine, same numbers).  The whole weight is returned as a
+    view, where the copy would cost a pass over the weight and gain nothing.
 
     Arguments
     ---------
