@@ -8,13 +8,21 @@ Examples::
 
     python prepare_data.py --corpus folder --data_folder data/demo --save_folder results/data
     python prepare_data.py --corpus wham --data_folder /corpora/wsj0-mix \\
-        --noise_folder /corpora/wham_noise --save_folder results/wham
+        --noise_folder /corpora/wham_noise --wham_folder /corpora/wham --save_folder results/wham
 """
 
 import argparse
 import logging
 
 from speechbrain_dsn.data.prepare import CORPORA, prepare_dsn_data
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
 def _parse_args(argv=None):
@@ -35,6 +43,10 @@ def _parse_args(argv=None):
                         help="cap on each source's speech (folder default: 5 s; else none)")
     parser.add_argument("--libri2mix_noisy", action="store_true", help="use the Libri2Mix noise folder")
     parser.add_argument("--audio_subtype", default="FLOAT", help="soundfile subtype of test WAVs")
+    parser.add_argument("--official_test", type=_boolean, default=True,
+                        help="also list the released test set as test_official.csv (True/False; default True)")
+    parser.add_argument("--wham_folder", default=None,
+                        help="released WHAM! mixtures (holding wav8k/min/tt/mix_both); default: searched")
     return parser.parse_args(argv)
 
 

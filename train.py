@@ -8,17 +8,20 @@ Efficient Speech Separation" (TASLP 2025), Section IV, and its evaluations
     python train.py hparams/dsn_3level.yaml                 # bundled demo corpus
     python train.py hparams/dsn_3level.yaml --corpus wsj0-2mix --data_folder /corpora/wsj0-mix
     python train.py hparams/static.yaml --utilization_levels "[0.5]" --experiment_name static_0.5
-    torchrun --nproc_per_node=4 train.py hparams/dsn_2level.yaml --data_folder ...
+    torchrun --nproc_per_node=4 train.py hparams/dsn_2level.yaml --distributed_backend nccl --data_folder ...
 
 ``--debug`` runs a few batches of two epochs; ``--test_only`` skips training
-and evaluates the best checkpoint.
+and evaluates the best checkpoint.  Under torchrun ``batch_size`` is per
+process, the training order is the one-process order split across the
+processes, and the test stage runs on the main process alone.
 """
 
 import os
 import sys
 
 import speechbrain as sb
-from speechbrain.utils.distributed import run_on_main
+from speechbrain.dataio.sampler import ReproducibleRandomSampler
+from speechbrain.utils.distributed import MainProcessContext, run_on_main
 from speechbrain.utils.logger import get_logger
 
 from speechbrain_dsn.brain import DSNBrain
@@ -26,7 +29,7 @@ from speechbrain_dsn.data.dataio import dataio_prep
 from speechbrain_dsn.data.prepare import prepare_dsn_data
 from speechbrain_dsn.evaluate import evaluate_test_sets
 from speechbrain_dsn.inference import export_inference_folder
-from speechbrain_dsn.recipe import load_hparams, save_hparams
+from speechbrain_dsn.recipe import load_hparams, load_pretrained_separator, save_hparams
 
 logger = get_logger(__name__)
 
@@ -55,9 +58,15 @@ def main(argv):
             "test_overlaps": hparams["test_overlaps"],
             "test_noise_activities": hparams["test_noise_activities"],
             "max_source_seconds": hparams["max_source_seconds"],
+            "official_test": hparams.get("official_test", True),
+            "wham_folder": hparams.get("wham_folder"),
             "skip_prep": hparams["skip_prep"],
         },
     )
+    if hparams["pretrained_separator"]:
+        # warm start (a stock SepFormer or a DSN); a checkpoint of this run, if any, wins in fit()
+        load_pretrained_separator(hparams["modules"], hparams["pretrained_separator"],
+                                  os.path.join(hparams["save_folder"], "pretrained_separator"))
     train_data, valid_data, test_sets = dataio_prep({**hparams, "save_folder": hparams["data_save_folder"]})
 
     brain = DSNBrain(
@@ -68,18 +77,28 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     loader_opts = {"batch_size": hparams["batch_size"], "num_workers": hparams["num_workers"]}
+    # One process: SpeechBrain shuffles with ReproducibleRandomSampler(seed).  Under DDP it
+    # would reshuffle with a DistributedSampler of its own; given this sampler, each process
+    # takes every N-th item of the same order, so N processes with batch_size b see the
+    # global batches of one process with batch_size N * b.
+    shuffle = {"sampler": ReproducibleRandomSampler(train_data, seed=hparams["seed"])} if brain.distributed_launch \
+        else {"shuffle": True}
     # Brain.fit returns at once under --test_only
     brain.fit(
         brain.hparams.epoch_counter,
         train_data,
         valid_data,
-        train_loader_kwargs={**loader_opts, "shuffle": True},
+        train_loader_kwargs={**loader_opts, **shuffle},
         valid_loader_kwargs=loader_opts,
     )
 
+    # The test stage runs on the main process alone (the others end here); the context
+    # turns SpeechBrain's collective calls (barriers, broadcasts) into no-ops on it.
     if sb.utils.distributed.if_main_process():
-        evaluate_test_sets(brain, test_sets, hparams["output_folder"])
-        folder = export_inference_folder(hparams, hparams["modules"], os.path.join(hparams["output_folder"], "inference"))
+        with MainProcessContext():
+            evaluate_test_sets(brain, test_sets, hparams["output_folder"])
+            folder = export_inference_folder(hparams, hparams["modules"],
+                                             os.path.join(hparams["output_folder"], "inference"))
         logger.info("inference folder written to %s", folder)
 
 

@@ -12,13 +12,15 @@ The test stage (per-condition, per-gating-mode evaluation, plots and the
 inference folder) lives in :mod:`speechbrain_dsn.evaluate`.
 """
 
+import os
+import pathlib
 from typing import Optional, Union
 
 import speechbrain as sb
 import torch
 
 from .losses import dsn_loss
-from .model import separate
+from .model import separate, unwrap
 
 __all__ = ["DSNBrain"]
 
@@ -29,7 +31,8 @@ class DSNBrain(sb.Brain):
     Reads these hyperparameters: ``num_spks``, ``utilization_levels``,
     ``alpha``, ``weighting``, ``sd_a``, ``sd_b``, ``segment_ms``,
     ``gating_dropout``, ``sample_rate``, ``kernel_size``, ``kernel_stride``,
-    ``lr_scheduler``, ``epoch_counter``, ``train_logger``.
+    ``lr_scheduler``, ``epoch_counter``, ``train_logger``, and optionally
+    ``step_log`` (see :meth:`on_fit_batch_end`).
 
     Example
     -------
@@ -45,10 +48,24 @@ class DSNBrain(sb.Brain):
     torch.Size([1, 800, 2])
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # --debug points each process's checkpointer at its own temporary folder; under
+        # DDP the processes then disagree on the checkpoints to delete and deadlock in
+        # Checkpointer.delete_checkpoints.  All processes use the main process's folder.
+        if self.debug and self.distributed_launch and getattr(self.checkpointer, "tempdir", None) is not None:
+            folder = sb.utils.distributed.ddp_broadcast(str(self.checkpointer.checkpoints_dir))
+            self.checkpointer.checkpoints_dir = pathlib.Path(folder)
+
+    @property
+    def masknet(self):
+        """The DSN masker, unwrapped from DDP (torchrun): read its attributes here."""
+        return unwrap(self.modules.masknet)
+
     @property
     def levels(self):
         """The utilization levels of the masker, sorted."""
-        return self.modules.masknet.utilization_levels
+        return self.masknet.utilization_levels
 
     @property
     def is_dynamic(self) -> bool:
@@ -57,6 +74,10 @@ class DSNBrain(sb.Brain):
 
     def separate(self, mix: torch.Tensor, utilization: Optional[Union[float, torch.Tensor]] = None):
         """Encoder -> masker -> decoder; returns estimates [B, T, num_spks].
+
+        Runs the modules unwrapped from DDP, as the test stage does on the
+        main process alone; the training and validation steps of
+        ``compute_forward`` go through ``self.modules`` (DDP under torchrun).
 
         Arguments
         ---------
@@ -71,10 +92,23 @@ class DSNBrain(sb.Brain):
         torch.Tensor
             Estimated sources [B, T, num_spks].
         """
-        return separate(self.modules.encoder, self.modules.masknet, self.modules.decoder, mix, utilization)
+        return separate(*(unwrap(self.modules[k]) for k in ("encoder", "masknet", "decoder")), mix, utilization)
+
+    def _in_full_width_warmup(self) -> bool:
+        """True in the first ``full_width_warmup_epochs`` training epochs (0 in the paper)."""
+        warmup = getattr(self.hparams, "full_width_warmup_epochs", 0)
+        counter = getattr(self.hparams, "epoch_counter", None)
+        return self.is_dynamic and warmup > 0 and counter is not None and counter.current <= warmup
 
     def _gating_dropout(self) -> Optional[float]:
-        """A level for all frames with probability ``gating_dropout`` (Section IV-C)."""
+        """A level for all frames with probability ``gating_dropout`` (Section IV-C).
+
+        During a full-width warm-up (``full_width_warmup_epochs``, not in the
+        paper) every training step runs the highest level, as if the DSN were
+        initialised from a trained SepFormer; the gate starts learning after it.
+        """
+        if self._in_full_width_warmup():
+            return self.levels[-1]
         p = getattr(self.hparams, "gating_dropout", 0.0)
         if not self.is_dynamic or p <= 0 or float(torch.rand(())) >= p:
             return None
@@ -89,9 +123,9 @@ class DSNBrain(sb.Brain):
             [getattr(batch, f"s{i + 1}_sig")[0] for i in range(self.hparams.num_spks)], dim=-1
         )
         external = self._gating_dropout() if stage == sb.Stage.TRAIN else None
-        est = self.separate(mix, utilization=external)
+        est = separate(self.modules.encoder, self.modules.masknet, self.modules.decoder, mix, external)
         # Under gating dropout the gates were ignored, so eq. 18 has nothing to penalise.
-        utilization = self.modules.masknet.last_utilization if self.is_dynamic and external is None else None
+        utilization = self.masknet.last_utilization if self.is_dynamic and external is None else None
         return est, targets, utilization
 
     def compute_objectives(self, predictions, batch, stage):
@@ -103,7 +137,7 @@ class DSNBrain(sb.Brain):
             targets,
             utilization,
             self.levels,
-            alpha=getattr(hp, "alpha", 1.0),
+            alpha=self.alpha(stage),
             weighting=getattr(hp, "weighting", "sd"),
             a=getattr(hp, "sd_a", 0.05),
             b=getattr(hp, "sd_b", 30.0),
@@ -111,9 +145,40 @@ class DSNBrain(sb.Brain):
             frame_hop=hp.kernel_stride,
             frame_length=hp.kernel_size,
             segment_ms=getattr(hp, "segment_ms", 96.0),
+            activity=self._labels(batch),
+            sd_form=getattr(hp, "sd_form", "printed"),
         )
-        self._track(out, self.modules.masknet.last_utilization)
+        if torch.isfinite(out["loss"]):  # a non-finite batch is skipped (skip_nonfinite_grads), not counted
+            self._track(out, self.masknet.last_utilization)
         return out["loss"]
+
+    def alpha(self, stage=sb.Stage.TRAIN) -> float:
+        """Weight of the complexity loss (eq. 19) in the current epoch.
+
+        With ``alpha_warmup_epochs = W > 0`` it ramps linearly from 0 in epoch
+        1 to ``alpha`` in epoch W + 1, so that the separator learns before the
+        gate is pushed down; ``W = 0`` is the paper's constant alpha.
+        Validation and test always use ``alpha``, so that validation losses
+        (LR schedule, best checkpoint) stay comparable across epochs.
+        """
+        alpha = getattr(self.hparams, "alpha", 1.0)
+        warmup = getattr(self.hparams, "alpha_warmup_epochs", 0)
+        counter = getattr(self.hparams, "epoch_counter", None)
+        if warmup <= 0 or counter is None or stage != sb.Stage.TRAIN:
+            return alpha
+        return alpha * min(1.0, max(counter.current - 1, 0) / warmup)
+
+    def _labels(self, batch) -> Optional[torch.Tensor]:
+        """The batch's per-sample webrtcvad labels [B, T, spks], if it has them."""
+        if not hasattr(batch, "s1_vad"):
+            return None
+        return torch.stack([getattr(batch, f"s{i + 1}_vad")[0] for i in range(self.hparams.num_spks)], dim=-1)
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """SpeechBrain's loader; remembers a training dataset that draws new mixtures per epoch."""
+        if stage == sb.Stage.TRAIN and hasattr(dataset, "set_epoch"):
+            self._epoch_dataset = dataset
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
 
     def _track(self, out, used):
         """Accumulates the stage statistics: SI-SNR, complexity, utilization."""
@@ -127,8 +192,40 @@ class DSNBrain(sb.Brain):
         stats["histogram"] += torch.bincount(index, minlength=len(self.levels)).cpu()
         stats["utilization"] += float(used.sum())
 
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Appends the step's loss to the CSV ``step_log``, if set (``epoch, step,
+        loss, gating``).  Under DDP the loss is the mean over the processes
+        (the loss of the global batch), written by the main process, and
+        ``gating`` is the main process's (``internal`` or ``external_<level>``
+        under gating dropout)."""
+        path = getattr(self.hparams, "step_log", None)
+        if not path:
+            return
+        loss = loss.detach().float().reshape(1).clone()
+        if sb.utils.distributed.is_distributed_initialized():
+            torch.distributed.all_reduce(loss)
+            loss /= torch.distributed.get_world_size()
+        if not sb.utils.distributed.if_main_process():
+            return
+        if not self.is_dynamic:
+            gating = f"static_{self.levels[0]:g}"
+        elif self.masknet.last_gates is not None:
+            gating = "internal"
+        else:
+            gating = f"external_{float(self.masknet.last_utilization.reshape(-1)[0]):g}"
+        counter = getattr(self.hparams, "epoch_counter", None)
+        new = not os.path.exists(path)
+        with open(path, "a") as fout:
+            if new:
+                fout.write("epoch,step,loss,gating\n")
+            fout.write(f"{getattr(counter, 'current', '')},{self.step},{float(loss)!r},{gating}\n")
+
     def on_stage_start(self, stage, epoch=None):
-        """Resets the running statistics."""
+        """Resets the running statistics; selects the epoch's training mixtures."""
+        dataset = getattr(self, "_epoch_dataset", None)
+        if stage == sb.Stage.TRAIN and epoch is not None and dataset is not None:
+            # before the DataLoader iterator (and its workers) is created
+            dataset.set_epoch(epoch)
         self._stats = dict(si_snr=0.0, complexity=0.0, batches=0, utilization=0.0,
                            histogram=torch.zeros(len(self.levels), dtype=torch.long))
 
@@ -152,14 +249,18 @@ class DSNBrain(sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
         elif stage == sb.Stage.VALID:
+            # SpeechBrain's ReduceLROnPlateau only returns the new lr: apply it
             current_lr, next_lr = self.hparams.lr_scheduler([self.optimizer], epoch, stage_loss)
+            sb.nnet.schedulers.update_learning_rate(self.optimizer, next_lr)
+            # The early-stopping state is updated before the checkpoint, which must hold it; the
+            # epoch is logged after it, so that a run killed while saving logs the epoch once.
+            self.hparams.epoch_counter.update_metric(stage_loss)
+            self.checkpointer.save_and_keep_only(meta={"loss": stage_loss}, min_keys=["loss"])
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": current_lr},
                 train_stats=self.train_stats,
                 valid_stats=stats,
             )
-            self.checkpointer.save_and_keep_only(meta={"loss": stage_loss}, min_keys=["loss"])
-            self.hparams.epoch_counter.update_metric(stage_loss)
         else:
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats

@@ -23,7 +23,7 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from .model import separate
+from .model import separate, unwrap
 from .routing import slim_width
 from .attention import SlimmableMultiheadAttention
 from .feedforward import SlimmableFeedForward
@@ -55,9 +55,9 @@ class _Separator(nn.Module):
 
 
 def _parts(model):
-    """(encoder, masknet, decoder) from a DSNSepformer or a modules dict."""
+    """(encoder, masknet, decoder) from a DSNSepformer or a modules dict (DDP-wrapped or not)."""
     get = model.__getitem__ if isinstance(model, (dict, nn.ModuleDict)) else lambda k: getattr(model, k)
-    return get("encoder"), get("masknet"), get("decoder")
+    return unwrap(get("encoder")), unwrap(get("masknet")), unwrap(get("decoder"))
 
 
 def gmacs_per_second(

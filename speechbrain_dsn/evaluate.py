@@ -1,14 +1,18 @@
 """Test stage of the recipe: the paper's evaluations (Section V).
 
-For every test condition (overlap ratio, noise activity) and every gating
+For every test condition (overlap ratio, noise activity, and ``official``,
+the released test set of WSJ0-2mix / WHAM! / Libri2Mix) and every gating
 mode (internal gating, and external gating at each level, Table II) it
-measures per utterance the SI-SDRi, the average utilization and the effective
-GMAC/s, and per segment type (silence / one speaker / overlap, from webrtcvad
-labels of the references) the share of each level (Figs. 9, 15) and the
-segSI-SDR (Figs. 11, 16).  It writes, under ``output_folder``:
+measures per utterance the SI-SDRi, the BSS-eval SDRi (as published SepFormer
+results report; same source assignment as the SI-SDRi), the average
+utilization and the effective GMAC/s, and per segment type (silence / one
+speaker / overlap, from webrtcvad labels of the references) the share of each
+level (Figs. 9, 15) and the segSI-SDR (Figs. 11, 16).  It writes, under ``output_folder``:
 
-* ``test_results.csv`` (per utterance) and ``test_summary.csv`` (per
-  condition x gating mode, plus the mean over conditions as ``all``);
+* ``test_results.csv`` (per utterance; ``sdr``/``sdri`` are empty when no
+  reference has speech) and ``test_summary.csv`` (per condition x gating
+  mode, plus the mean over the overlap/noise conditions as ``all``, which
+  leaves ``official`` out: it is another test set, reported on its own);
 * ``utilization_by_segment.csv`` and ``segsdr_by_segment.csv``;
 * ``plots/utilization_<condition>_<id>.png`` (Figs. 6, 8) and
   ``plots/tradeoff.png`` (Fig. 10);
@@ -26,13 +30,23 @@ from speechbrain.dataio.dataio import write_audio
 
 from .complexity import gating_gmacs, gmacs_per_second, track_gmacs
 from .data.vad import speech_activity
-from .evaluation import SEGMENT_TYPES, frame_segment_types, segment_stats, si_sdr_improvement, summarize, write_csv
-from .segmental import _segment, _segment_geometry, segmental_si_sdr
+from .evaluation import (SEGMENT_TYPES, frame_segment_types, sdr_improvement, segment_stats, si_sdr_improvement,
+                         summarize, write_csv)
+from .segmental import segment_activity, segmental_si_sdr
 from .plotting import plot_tradeoff, plot_utilization
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate_test_sets", "gating_modes"]
+
+OFFICIAL = "official"  # the released test set (speechbrain_dsn.data.prepare), kept out of `all`
+SUMMARY_METRICS = ("si_sdri", "sdri", "avg_utilization", "gmacs")
+
+
+def _finite(value):
+    """A float, or None (an empty cell, skipped by the means) for NaN."""
+    value = float(value)
+    return value if np.isfinite(value) else None
 
 
 def gating_modes(levels):
@@ -59,15 +73,22 @@ def _level_costs(brain, seconds):
 
 
 def _segment_types(batch, num_frames, hp):
-    """Frame types, 96 ms segment types and per-segment source activity
-    [S, 2], from webrtcvad labels of the references."""
-    refs = [getattr(batch, f"s{i + 1}_sig")[0][0].cpu().numpy() for i in range(2)]
-    active = [speech_activity(r, hp.sample_rate) for r in refs]
+    """Frame types, 96 ms segment types and per-segment source activity [S, 2].
+
+    From the per-sample webrtcvad labels of the references: the batch's
+    ``s1_vad``/``s2_vad`` (cached per source file) when it has them, else
+    webrtcvad run on the references; segments use the rule of the training
+    loss (:func:`~speechbrain_dsn.segmental.segment_activity`)."""
+    num_spks = 2
+    if hasattr(batch, "s1_vad"):
+        active = [getattr(batch, f"s{i + 1}_vad")[0][0].cpu().numpy() > 0.5 for i in range(num_spks)]
+    else:
+        refs = [getattr(batch, f"s{i + 1}_sig")[0][0].cpu().numpy() for i in range(num_spks)]
+        active = [speech_activity(r, hp.sample_rate) for r in refs]
     frames = frame_segment_types(*active, num_frames, hp.kernel_stride, hp.kernel_size)
-    length, hop = _segment_geometry(hp.sample_rate, getattr(hp, "segment_ms", 96.0), 0.5)
-    # [1, S, 2, L] -> majority of active samples per segment and source
-    masks = torch.from_numpy(np.stack(active, -1)[None].astype(np.float32))
-    seg_active = (_segment(masks, length, hop).mean(-1) > 0.5)[0].numpy()
+    # [1, T, 2] -> [S, 2]
+    labels = torch.from_numpy(np.stack(active, -1)[None].astype(np.float32))
+    seg_active = segment_activity(labels, hp.sample_rate, getattr(hp, "segment_ms", 96.0))[0].numpy()
     seg_types = seg_active.sum(-1)
     return np.asarray(frames), seg_types, seg_active
 
@@ -109,15 +130,19 @@ def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: str 
             # encoder frames of the (unpadded) Conv1d encoder
             num_frames = (mix.shape[-1] - hp.kernel_size) // hp.kernel_stride + 1
             frame_types, seg_types, seg_active = _segment_types(batch, num_frames, hp)
+            mixture_sdr = None  # the mixture's BSS-eval SDR, computed once per utterance
             for mode, utilization in modes:
                 with torch.no_grad():
                     est = brain.separate(mix, utilization=utilization)
-                used = brain.modules.masknet.last_utilization[0].cpu()
+                used = brain.masknet.last_utilization[0].cpu()
                 metrics = si_sdr_improvement(est, targets, mix)
+                sdr = sdr_improvement(metrics["estimates_reordered"], targets, mix, mixture_sdr=mixture_sdr)
+                mixture_sdr = sdr["mixture_sdr_per_source"]
                 gmacs = track_gmacs(costs, used) + (gating_cost if mode == "internal" else 0.0)
                 rows.append(dict(condition=condition, gating=mode, ID=batch.id[0],
                                  overlap=float(batch.overlap[0]) if hasattr(batch, "overlap") else None,
                                  si_sdr=float(metrics["si_sdr"].mean()), si_sdri=float(metrics["si_sdri"].mean()),
+                                 sdr=_finite(sdr["sdr"].mean()), sdri=_finite(sdr["sdri"].mean()),
                                  avg_utilization=float(used.mean()), gmacs=gmacs))
                 index = (used[:, None] - torch.tensor(brain.levels)).abs().argmin(-1).numpy()
                 for t, name in enumerate(SEGMENT_TYPES):
@@ -153,10 +178,11 @@ def _save_audio(folder, uid, mix, est, sample_rate):
 def _write_reports(rows, share_counts, seg_scores, levels, output_folder):
     os.makedirs(output_folder, exist_ok=True)
     write_csv(os.path.join(output_folder, "test_results.csv"), rows)
-    summary = summarize(rows)
-    summary += [dict(r, condition="all") for r in summarize(rows, group_by=("gating",))]
+    summary = summarize(rows, metrics=SUMMARY_METRICS)
+    conditions = [r for r in rows if r["condition"] != OFFICIAL]
+    summary += [dict(r, condition="all") for r in summarize(conditions, group_by=("gating",), metrics=SUMMARY_METRICS)]
     write_csv(os.path.join(output_folder, "test_summary.csv"), summary,
-              columns=["condition", "gating", "si_sdri", "avg_utilization", "gmacs", "count"])
+              columns=["condition", "gating", *SUMMARY_METRICS, "count"])
     shares = []
     for (condition, mode, name), counts in share_counts.items():
         total = counts.sum()

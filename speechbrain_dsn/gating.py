@@ -12,6 +12,10 @@ In training the choice is sampled with the Gumbel-softmax trick and a
 straight-through estimator (``torch.nn.functional.gumbel_softmax(hard=True)``):
 the forward pass sees a hard one-hot vector, the backward pass the soft
 probabilities.  In evaluation it is the deterministic argmax (eqs. 4-5).
+With ``noise=False`` (not in the paper) training uses the same straight-through
+estimator without Gumbel noise: the argmax forward, the gradients of
+``softmax(logits / tau)``.  Training then draws no random numbers in the gate,
+which makes runs comparable across process counts (``tests/test_ddp.py``).
 
 Shapes: B batch, F encoder channels, F' bottleneck channels, T frames,
 C chunk size, S number of chunks, K levels.
@@ -49,6 +53,8 @@ class GatingModule(nn.Module):
         Frames of the statistics-pooling window.
     tau : float
         Gumbel-softmax temperature (training only).
+    noise : bool
+        Gumbel noise in training (the paper); False: straight-through softmax.
     norm : str
         Input normalisation, as in ``Dual_Path_Model`` (``"ln"``).
 
@@ -79,6 +85,7 @@ class GatingModule(nn.Module):
         context: int = 64,
         tau: float = 1.0,
         norm: str = "ln",
+        noise: bool = True,
     ):
         super().__init__()
         if num_levels < 2:
@@ -89,6 +96,7 @@ class GatingModule(nn.Module):
         self.chunk_size = chunk_size
         self.context = context
         self.tau = tau
+        self.noise = noise
         # bottleneck
         self.norm = select_norm(norm, in_channels, 3)
         self.bottleneck = nn.Conv1d(in_channels, channels, 1, bias=False)
@@ -128,9 +136,15 @@ class GatingModule(nn.Module):
         """Returns one-hot gates P [B, T, K].
 
         In training they are straight-through Gumbel-softmax samples (hard in
-        the forward pass, soft gradients); in evaluation the argmax.
+        the forward pass, soft gradients; without Gumbel noise if
+        ``noise=False``); in evaluation the argmax.
         """
         logits = self.logits(y)
-        if self.training:
+        if self.training and self.noise:
             return F.gumbel_softmax(logits, tau=self.tau, hard=True, dim=-1)
-        return F.one_hot(logits.argmax(-1), self.num_levels).to(logits.dtype)
+        hard = F.one_hot(logits.argmax(-1), self.num_levels).to(logits.dtype)
+        if self.training:
+            # gumbel_softmax(hard=True)'s straight-through estimator, with zero noise
+            soft = (logits / self.tau).softmax(-1)
+            return hard - soft.detach() + soft
+        return hard

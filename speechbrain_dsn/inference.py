@@ -14,7 +14,7 @@ from typing import Optional, Union
 import torch
 from speechbrain.inference.separation import SepformerSeparation
 
-from .model import separate
+from .model import separate, unwrap
 
 __all__ = ["DSNSeparation", "export_inference_folder", "MODEL_KEYS"]
 
@@ -95,7 +95,8 @@ def export_inference_folder(hparams: dict, modules, folder: str) -> str:
     hparams : dict
         Recipe hyperparameters holding every key of :data:`MODEL_KEYS`.
     modules : dict
-        ``encoder``, ``masknet`` and ``decoder`` with trained weights.
+        ``encoder``, ``masknet`` and ``decoder`` with trained weights (plain
+        or DDP-wrapped, as in ``Brain.modules`` under torchrun).
     folder : str
         Output folder (created).
 
@@ -118,7 +119,7 @@ def export_inference_folder(hparams: dict, modules, folder: str) -> str:
                 with open(tmp, "w") as fout:
                     fout.write(_TEMPLATE.format(values=values))
             else:
-                torch.save(modules[module].state_dict(), tmp)
+                torch.save(unwrap(modules[module]).state_dict(), tmp)
             written.append((tmp, os.path.join(folder, name)))
     except BaseException:
         for tmp, _ in written:
@@ -152,4 +153,4 @@ class DSNSeparation(SepformerSeparation):
     @property
     def last_utilization(self) -> Optional[torch.Tensor]:
         """Per-frame utilization [B, frames] of the last separation."""
-        return self.mods.masknet.last_utilization
+        return unwrap(self.mods.masknet).last_utilization

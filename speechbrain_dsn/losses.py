@@ -34,6 +34,7 @@ from .segmental import (
     segmental_si_sdr,
     segments_to_frames,
     signal_dependent_weights,
+    speech_labels,
 )
 
 __all__ = [
@@ -145,6 +146,8 @@ def dsn_loss(
     frame_hop: int = 8,
     frame_length: int = 16,
     segment_ms: float = 96.0,
+    activity: Optional[torch.Tensor] = None,
+    sd_form: str = "printed",
 ) -> Dict[str, Optional[torch.Tensor]]:
     """Total DSN objective of eq. (19): PIT SI-SDR + alpha * complexity.
 
@@ -176,6 +179,14 @@ def dsn_loss(
         Encoder kernel size in samples.
     segment_ms : float
         segSI-SDR segment length in ms (50 % overlap).
+    activity : torch.Tensor, optional
+        Per-sample webrtcvad speech labels of the targets, [B, T, C] (the
+        data pipeline's ``s1_vad``, ``s2_vad``); computed from ``targets``
+        with the same VAD when omitted. They decide which segments are
+        silence (w = 1) or have one active speaker (eq. 20).
+    sd_form : str
+        ``"printed"`` (eq. 20 as printed) or ``"continuous"``; see
+        :func:`~speechbrain_dsn.segmental.signal_dependent_weights`.
 
     Returns
     -------
@@ -220,8 +231,11 @@ def dsn_loss(
                 seg = segmental_si_sdr(
                     reordered.detach(), targets, sample_rate, segment_ms
                 )
-                active = segment_activity(targets, sample_rate, segment_ms)
-                seg_weights = signal_dependent_weights(seg, active, a, b)
+                if activity is None:
+                    activity = speech_labels(targets, sample_rate)
+                _check_shape(activity, "activity", ("batch", "time", "sources"), targets, "targets")
+                active = segment_activity(activity, sample_rate, segment_ms)
+                seg_weights = signal_dependent_weights(seg, active, a, b, form=sd_form)
                 weights = segments_to_frames(
                     seg_weights,
                     utilization.shape[1],

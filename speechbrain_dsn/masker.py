@@ -115,6 +115,9 @@ class DSNMasker(Dual_Path_Model):
         Statistics-pooling context in frames.
     gumbel_tau : float
         Gumbel-softmax temperature.
+    gumbel_noise : bool
+        Gumbel noise on the training gates (the paper); False: deterministic
+        straight-through softmax gates (see :class:`GatingModule`).
 
     Example
     -------
@@ -150,6 +153,7 @@ class DSNMasker(Dual_Path_Model):
         gating_d_ffn: int = 128,
         gating_context: int = 64,
         gumbel_tau: float = 1.0,
+        gumbel_noise: bool = True,
     ):
         for name, block in (("intra_model", intra_model), ("inter_model", inter_model)):
             if not isinstance(block, SlimmableTransformerBlock):
@@ -190,6 +194,7 @@ class DSNMasker(Dual_Path_Model):
                 context=gating_context,
                 tau=gumbel_tau,
                 norm=norm,
+                noise=gumbel_noise,
             )
         self.last_utilization: Optional[torch.Tensor] = None
         self.last_gates: Optional[torch.Tensor] = None

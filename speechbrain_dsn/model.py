@@ -11,11 +11,12 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from speechbrain.lobes.models.dual_path import Decoder, Encoder, SepformerWrapper
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from .masker import DSNMasker
 from .slimmable import SlimmableTransformerBlock
 
-__all__ = ["DSNSepformer", "PAPER_CONFIG", "separate"]
+__all__ = ["DSNSepformer", "PAPER_CONFIG", "separate", "unwrap"]
 
 #: Section IV-B / Table I: N=2 blocks, 4+4 layers, 8 heads, d_ffn 1024,
 #: chunk 50, encoder kernel 16 (stride 8) with 256 channels.
@@ -31,6 +32,23 @@ PAPER_CONFIG = dict(
     intra_dffn=1024,
     inter_dffn=1024,
 )
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a ``DistributedDataParallel`` or ``DataParallel`` wrapper, else ``module``.
+
+    Under torchrun SpeechBrain wraps each trainable module of ``Brain.modules``
+    (and of a distributed inference interface's ``mods``) in DDP; attributes
+    such as ``utilization_levels``, ``last_utilization`` or ``gating`` live on
+    the wrapped module.
+
+    Example
+    -------
+    >>> linear = torch.nn.Linear(2, 2)
+    >>> unwrap(linear) is linear, unwrap(torch.nn.DataParallel(linear)) is linear
+    (True, True)
+    """
+    return module.module if isinstance(module, (DistributedDataParallel, DataParallel)) else module
 
 
 def separate(

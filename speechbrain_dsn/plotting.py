@@ -3,7 +3,9 @@
 * ``plot_utilization``: predicted utilization over time above the mixture
   spectrogram, with overlap regions shaded (Figs. 6, 8 and 14);
 * ``plot_tradeoff``: SI-SDRi against average utilization, with GMAC/s on a
-  top axis (Figs. 5, 7 and 10).
+  top axis (Figs. 5, 7 and 10);
+* ``plot_level_shares``: share of each utilization level per segment type
+  (silence / one speaker / overlap), as stacked bars (Figs. 9 and 15).
 
 Figures are drawn on a bare ``matplotlib.figure.Figure`` with an Agg canvas,
 so they work headless and never touch pyplot's global backend state.
@@ -11,7 +13,7 @@ so they work headless and never touch pyplot's global backend state.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import os
 
@@ -130,6 +132,8 @@ def plot_tradeoff(
     y: str = "si_sdri",
     marker_by: str = "gating",
     color_by: str = "condition",
+    reference: Optional[Sequence[Tuple[float, float]]] = None,
+    reference_label: str = "static",
 ) -> str:
     """Plots SI-SDRi against average utilization (Figs. 5, 7, 10).
 
@@ -137,6 +141,8 @@ def plot_tradeoff(
     colour per ``color_by`` value (e.g. overlap ratio). With more than one
     condition, the mean over conditions is drawn in red. If the rows carry
     ``gmacs``, a top axis gives GMAC/s from an affine fit to ``x``.
+    ``reference`` points (e.g. the static networks' averages) are joined by a
+    dashed line: a dynamic network above it beats interpolating between them.
 
     Arguments
     ---------
@@ -152,6 +158,10 @@ def plot_tradeoff(
         Key that selects the marker shape.
     color_by : str
         Key that selects the colour.
+    reference : sequence of (x, y), optional
+        Points joined by a dashed grey line, in order of ``x``.
+    reference_label : str
+        Legend entry of the line.
 
     Returns
     -------
@@ -166,7 +176,7 @@ def plot_tradeoff(
     ...         for c, g, u, s in [("ov100", "static", 1.0, 20.0),
     ...                            ("ov25", "dsn", 0.4, 19.0)]]
     >>> path = os.path.join(tempfile.mkdtemp(), "tradeoff.png")
-    >>> plot_tradeoff(rows, path) == path
+    >>> plot_tradeoff(rows, path, reference=[(0.125, 17.0), (1.0, 20.0)]) == path
     True
     """
     rows = list(summary_rows)
@@ -191,6 +201,9 @@ def plot_tradeoff(
                 s=70, marker=markers[i % len(markers)], color="red",
                 edgecolor="black",
             )
+    if reference:
+        xs, ys = zip(*sorted(reference))
+        ax.plot(xs, ys, linestyle="--", color="grey", linewidth=1, zorder=0, label=reference_label)
     # Legend proxies: marker shapes (black) and colours (circles).
     for i, key in enumerate(marker_keys):
         ax.scatter([], [], marker=markers[i % len(markers)], color="black",
@@ -220,5 +233,60 @@ def plot_tradeoff(
                 ),
             )
             top.set_xlabel("GMAC/s")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_level_shares(
+    shares: Mapping[str, Sequence[float]],
+    levels: Sequence[float],
+    path: str,
+    title: Optional[str] = None,
+) -> str:
+    """Plots the share of each utilization level per segment type (Figs. 9, 15).
+
+    Arguments
+    ---------
+    shares : dict of str to sequence of float
+        Segment type (e.g. ``silence``, ``single``, ``overlap``, in plotting
+        order) to the share of each level, in the order of ``levels``.
+    levels : sequence of float
+        The utilization levels.
+    path : str
+        Output PNG file.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "shares.png")
+    >>> shares = {"silence": [0.9, 0.1], "single": [0.5, 0.5], "overlap": [0.2, 0.8]}
+    >>> plot_level_shares(shares, (0.125, 1.0), path) == path
+    True
+    """
+    names = list(shares)
+    values = np.array([list(shares[name]) for name in names], dtype=float).reshape(len(names), -1)
+    if values.shape[1] != len(levels):
+        raise ValueError(f"expected {len(levels)} shares per segment type (one per level), got {values.shape[1]}")
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    bottom = np.zeros(len(names))
+    for k, level in enumerate(levels):
+        ax.bar(names, values[:, k], bottom=bottom, color=f"C{k}", label=f"U = {level:g}")
+        for i, share in enumerate(values[:, k]):
+            if share >= 0.06:  # label only bars tall enough to hold the text
+                ax.text(i, bottom[i] + share / 2, f"{100 * share:.0f}%", ha="center", va="center", fontsize=8)
+        bottom += np.nan_to_num(values[:, k])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("Share of frames")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return _save(fig, path)

@@ -6,14 +6,16 @@ overlap (Section IV-B), the activity of each source per segment, the
 signal-dependent weighting factor of eq. (20), and the mapping of per-segment
 values onto encoder frames.
 
-Reading of eq. (20). The printed formula, ``min(e^{a (segSI-SDR_t - b) - 1}, 1)``,
-would make ``w_t`` jump from 0 to ``e^{-1} = 0.37`` at ``segSI-SDR_t = b``. The
-text says that ``b`` is "the threshold after which the weighting factor is
-non-zero", which describes a curve that starts at 0 at ``b`` and rises
-continuously to 1. We therefore read the "- 1" as outside the exponent (a
-superscript typesetting slip) and use ``w_t = min(e^{a (segSI-SDR_t - b)} - 1, 1)``
-for ``segSI-SDR_t >= b``: 0 at ``b``, and 1 from ``b + ln(2) / a``
-(about 13.9 dB above ``b`` for ``a = 0.05``).
+Eq. (20) is printed as ``min(e^{a (segSI-SDR_t - b) - 1}, 1)``, which jumps
+from 0 to ``e^{-1} = 0.37`` at ``segSI-SDR_t = b``. That printed form is the
+default. The text calls ``b`` "the threshold after which the weighting factor
+is non-zero", which could also describe the continuous reading
+``min(e^{a (segSI-SDR_t - b)} - 1, 1)`` (0 at ``b``, 1 from ``b + ln 2 / a``,
+about 6 dB earlier than the printed form's ``b + 1 / a``); it is kept as
+``form="continuous"`` (``sd_form: continuous`` in the recipe).
+
+Speech activity (silence / one speaker / overlap) comes from per-sample
+webrtcvad labels, the same ones that the evaluation uses.
 
 Shape letters used in this module:
 B batch, T time samples, C sources, S segments, L samples per segment.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
+import numpy as np
 import torch
 from speechbrain.nnet.losses import cal_si_snr
 
@@ -127,31 +130,50 @@ def segmental_si_sdr(
     return -neg.reshape(batch, num_segments, sources)
 
 
+def speech_labels(signals: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Per-sample webrtcvad speech labels of each source, [B, T, C] (0./1.).
+
+    The same definition as the labels that the data pipeline caches per
+    source file (:class:`~speechbrain_dsn.data.vad.ActivityCache`); use it
+    only when a batch carries no labels, since it runs the VAD on the CPU.
+
+    Example
+    -------
+    >>> speech_labels(torch.zeros(1, 800, 2), 8000).sum()
+    tensor(0.)
+    """
+    from speechbrain_dsn.data.vad import speech_activity
+
+    _check_shape(signals, "signals", ("batch", "time", "sources"))
+    x = signals.detach().cpu().numpy()
+    labels = [[speech_activity(x[b, :, c], sample_rate) for c in range(x.shape[2])] for b in range(x.shape[0])]
+    return torch.tensor(np.array(labels, dtype=np.float32)).permute(0, 2, 1).to(signals.device)
+
+
 def segment_activity(
-    targets: torch.Tensor,
+    labels: torch.Tensor,
     sample_rate: int,
     segment_ms: float = 96.0,
     overlap: float = 0.5,
-    threshold_db: float = -40.0,
 ) -> torch.Tensor:
-    """Marks which reference sources are active in each segment.
+    """Marks which sources speak in each segment, from per-sample VAD labels.
 
-    A source is active in a segment if its segment energy is non-zero and at
-    most ``-threshold_db`` dB below that source's largest segment energy in
-    the same utterance. Segments are those of ``segmental_si_sdr``.
+    A source is active in a segment when more than half of the segment's
+    samples are labelled speech. Training (eq. 20: silence gets w = 1, a
+    one-speaker segment uses that speaker's segSI-SDR) and evaluation (the
+    segment types of Figs. 9 and 11) both use this rule on the same
+    webrtcvad labels. Segments are those of ``segmental_si_sdr``.
 
     Arguments
     ---------
-    targets : torch.Tensor
-        Reference sources, shape [B, T, C].
+    labels : torch.Tensor
+        Speech labels (bool or 0./1.), shape [B, T, C].
     sample_rate : int
         Sampling rate in Hz.
     segment_ms : float
         Segment length in ms.
     overlap : float
         Fraction of overlap between consecutive segments.
-    threshold_db : float
-        Activity threshold relative to the loudest segment, in dB (<= 0).
 
     Returns
     -------
@@ -160,19 +182,19 @@ def segment_activity(
 
     Example
     -------
-    >>> targets = torch.randn(1, 8000, 2)
-    >>> targets[:, 4000:, 1] = 0.0
-    >>> active = segment_activity(targets, 8000)
+    >>> labels = torch.ones(1, 8000, 2)
+    >>> labels[:, 4000:, 1] = 0.0
+    >>> active = segment_activity(labels, 8000)
     >>> bool(active[0, :, 0].all()), bool(active[0, -1, 1]), bool(active[0, 0, 1])
     (True, False, True)
     """
-    _check_shape(targets, "targets", ("batch", "time", "sources"))
+    _check_shape(labels, "labels", ("batch", "time", "sources"))
     length, hop = _segment_geometry(sample_rate, segment_ms, overlap)
     # [B, S, C]
-    energy = _segment(targets.detach(), length, hop).pow(2).sum(-1)
-    # [B, 1, C]
-    peak = energy.amax(dim=1, keepdim=True)
-    return (energy > 0) & (energy >= peak * 10.0 ** (threshold_db / 10.0))
+    return _segment(labels.detach().float(), length, hop).mean(-1) > 0.5
+
+
+SD_FORMS = ("printed", "continuous")
 
 
 def signal_dependent_weights(
@@ -180,15 +202,19 @@ def signal_dependent_weights(
     active: torch.Tensor,
     a: float = 0.05,
     b: float = 30.0,
+    form: str = "printed",
 ) -> torch.Tensor:
     """Signal-dependent weighting factor of eq. (20), one per segment.
 
     ``segSI-SDR_t`` is the mean segSI-SDR over the sources active in the
     segment, so a single-speaker segment uses that speaker's score. The
-    weight is ``0`` if ``segSI-SDR_t < b`` and
-    ``min(exp(a * (segSI-SDR_t - b)) - 1, 1)`` otherwise (see the module
-    docstring for this reading of eq. 20). Segments without an active source
-    (silence) get the maximum weight 1. The weights carry no gradient.
+    weight is ``0`` if ``segSI-SDR_t < b``; otherwise, with
+    ``form="printed"`` (eq. 20 as printed), ``min(exp(a * (segSI-SDR_t - b) - 1), 1)``,
+    which starts at ``e^-1 = 0.37`` at ``b`` and reaches 1 at ``b + 1 / a``;
+    with ``form="continuous"``, ``min(exp(a * (segSI-SDR_t - b)) - 1, 1)``,
+    which starts at 0 at ``b`` and reaches 1 at ``b + ln(2) / a``. Segments
+    without an active source (silence) get the maximum weight 1. The
+    weights carry no gradient.
 
     Arguments
     ---------
@@ -200,6 +226,8 @@ def signal_dependent_weights(
         Steepness of the exponential.
     b : float
         Threshold in dB below which the weight is zero.
+    form : str
+        ``"printed"`` or ``"continuous"`` (see above).
 
     Returns
     -------
@@ -211,8 +239,12 @@ def signal_dependent_weights(
     >>> seg = torch.tensor([[[20.0, 30.0], [40.0, 0.0], [0.0, 0.0]]])
     >>> active = torch.tensor([[[True, True], [True, False], [False, False]]])
     >>> signal_dependent_weights(seg, active, a=0.05, b=30.0)
+    tensor([[0.0000, 0.6065, 1.0000]])
+    >>> signal_dependent_weights(seg, active, a=0.05, b=30.0, form="continuous")
     tensor([[0.0000, 0.6487, 1.0000]])
     """
+    if form not in SD_FORMS:
+        raise ValueError(f"form must be one of {SD_FORMS}, got {form!r}")
     _check_shape(seg_si_sdr, "seg_si_sdr", ("batch", "segments", "sources"))
     _check_shape(active, "active", ("batch", "segments", "sources"), seg_si_sdr, "seg_si_sdr")
     seg_si_sdr = seg_si_sdr.detach()
@@ -222,7 +254,10 @@ def signal_dependent_weights(
     # where() rather than a product, so that -inf/NaN of silent sources vanish
     total = torch.where(active, seg_si_sdr, torch.zeros_like(seg_si_sdr))
     score = total.sum(-1) / num_active.clamp(min=1)
-    rising = torch.clamp(torch.exp(a * (score - b)) - 1.0, max=1.0)
+    if form == "printed":
+        rising = torch.clamp(torch.exp(a * (score - b) - 1.0), max=1.0)
+    else:
+        rising = torch.clamp(torch.exp(a * (score - b)) - 1.0, max=1.0)
     weights = torch.where(score < b, torch.zeros_like(score), rising)
     return torch.where(num_active == 0, torch.ones_like(weights), weights)
 

@@ -66,8 +66,32 @@ def make_wham_noise(root: pathlib.Path, wsj_root: pathlib.Path, sample_rate: int
     return root
 
 
+def make_wham_mixtures(root: pathlib.Path, wsj_root: pathlib.Path, sample_rate: int = 8000,
+                       file_rate: int = None) -> pathlib.Path:
+    """The released WHAM! test set ``<root>/wav8k/min/tt/{mix_both,mix_clean,mix_single,s1,s2,noise}``.
+
+    Like the WHAM! scripts, the sources are rescaled copies of the WSJ0-2mix ones
+    (so they differ from them) and the noise is mono, at the mixture's rate, and
+    covers the whole mixture.
+    """
+    file_rate = file_rate or sample_rate
+    rng = np.random.default_rng(2)
+    rate = f"wav{sample_rate // 1000}k"
+    source = wsj_root / "2speakers" / rate / "min" / "tt"
+    base = root / rate / "min" / "tt"
+    for s1_path in sorted((source / "s1").glob("*.wav")):
+        s1 = 0.8 * sf.read(s1_path, dtype="float32")[0]
+        s2 = 0.8 * sf.read(source / "s2" / s1_path.name, dtype="float32")[0]
+        noise = (0.05 * rng.standard_normal(len(s1))).astype(np.float32)
+        for sub, sig in (("s1", s1), ("s2", s2), ("noise", noise), ("mix_clean", s1 + s2),
+                         ("mix_single", s1 + noise), ("mix_both", s1 + s2 + noise)):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+            sf.write(base / sub / s1_path.name, sig, file_rate)
+    return root
+
+
 def make_libri2mix(root: pathlib.Path, sample_rate: int = 8000, pairs: int = 2, seconds: float = 1.5) -> pathlib.Path:
-    """``<root>/Libri2Mix/wav8k/min/{train-100,dev,test}/{mix_clean,s1,s2,noise}``."""
+    """``<root>/Libri2Mix/wav8k/min/{train-100,dev,test}/{mix_clean,mix_both,s1,s2,noise}``."""
     rng = np.random.default_rng(1)
     base = root / "Libri2Mix" / f"wav{sample_rate // 1000}k" / "min"
     for k, split in enumerate(("train-100", "dev", "test")):
@@ -78,7 +102,8 @@ def make_libri2mix(root: pathlib.Path, sample_rate: int = 8000, pairs: int = 2, 
             n = min(len(s1), len(s2))
             noise = 0.02 * rng.standard_normal(n).astype(np.float32)
             name = f"{spk1}-1{i}-000{i}_{spk2}-2{i}-000{i}.wav"
-            for sub, sig in (("s1", s1[:n]), ("s2", s2[:n]), ("noise", noise), ("mix_clean", s1[:n] + s2[:n])):
+            for sub, sig in (("s1", s1[:n]), ("s2", s2[:n]), ("noise", noise), ("mix_clean", s1[:n] + s2[:n]),
+                             ("mix_both", s1[:n] + s2[:n] + noise)):
                 (base / split / sub).mkdir(parents=True, exist_ok=True)
                 sf.write(base / split / sub / name, sig, sample_rate)
     return root

@@ -7,7 +7,7 @@ import torch
 
 from speechbrain_dsn.data.dataio import dataio_prep
 from speechbrain_dsn.data.prepare import prepare_dsn_data
-from tests.data_layouts import make_folder_corpus, make_wham_noise, make_wsj0_2mix
+from tests.data_layouts import make_folder_corpus, make_wham_mixtures, make_wham_noise, make_wsj0_2mix
 
 SEG = 8000
 
@@ -31,7 +31,7 @@ def test_train_items_are_cropped_mixtures(folder_save):
         rows = {r["ID"]: r for r in csv.DictReader(handle)}
     for index in range(len(train)):
         item = train[index]
-        assert set(item) == {"id", "mix_sig", "s1_sig", "s2_sig", "source_files"}
+        assert set(item) == {"id", "mix_sig", "s1_sig", "s2_sig", "s1_vad", "s2_vad", "source_files"}
         assert item["mix_sig"].shape == item["s1_sig"].shape == item["s2_sig"].shape == (SEG,)
         assert torch.equal(item["mix_sig"], item["s1_sig"] + item["s2_sig"])
         row = rows[item["id"]]
@@ -44,12 +44,18 @@ def test_valid_is_deterministic_and_training_is_seeded(folder_save):
     train, valid, _ = dataio_prep(hparams(folder_save))
     assert torch.equal(valid[0]["mix_sig"], valid[0]["mix_sig"])
     assert valid[0]["mix_sig"].shape == (SEG,)
-    torch.manual_seed(5)
-    first = [train[0]["mix_sig"] for _ in range(3)]
-    torch.manual_seed(5)
-    again = [train[0]["mix_sig"] for _ in range(3)]
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
-    assert not torch.equal(first[0], first[1])  # a new overlap/crop per fetch
+    first = []
+    for epoch in range(3):
+        train.set_epoch(epoch)
+        torch.manual_seed(epoch)  # the global torch seed plays no part
+        first.append(train[0]["mix_sig"])
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])  # new mixtures per epoch
+    again = dataio_prep(hparams(folder_save))[0]  # a fresh dataset (a worker, another DDP process)
+    again.set_epoch(1)
+    assert torch.equal(again[0]["mix_sig"], first[1]) and torch.equal(again[0]["mix_sig"], again[0]["mix_sig"])
+    other_seed = dataio_prep(hparams(folder_save, seed=7))[0]
+    other_seed.set_epoch(1)
+    assert not torch.equal(other_seed[0]["mix_sig"], first[1])
 
 
 def test_dynamic_mixing_draws_new_pairs_of_different_speakers(folder_save):
@@ -59,7 +65,8 @@ def test_dynamic_mixing_draws_new_pairs_of_different_speakers(folder_save):
         for row in csv.DictReader(handle):
             spk.update({row["s1_wav"]: row["s1_spk"], row["s2_wav"]: row["s2_spk"]})
     pairs = set()
-    for _ in range(8):
+    for epoch in range(8):
+        train.set_epoch(epoch)
         item = train[0]
         pairs.add(item["source_files"])
         assert spk[item["source_files"][0]] != spk[item["source_files"][1]]
@@ -84,8 +91,12 @@ def test_test_sets_expose_conditions_and_boundaries(folder_save):
 def test_noisy_corpus_items_have_noise(tmp_path):
     root = make_wsj0_2mix(tmp_path / "wsj")
     make_wham_noise(tmp_path / "wsj" / "wham_noise", root)
+    make_wham_mixtures(tmp_path / "wsj" / "wham", root)  # the released test set (condition `official`)
     prepare_dsn_data(root, tmp_path / "save", corpus="wham", test_overlaps=(1.0,), test_noise_activities=(0.5,))
     train, valid, tests = dataio_prep(hparams(tmp_path / "save", noise_activity_range=[1.0, 1.0]))
+    official = tests["official"][0]  # the released files as they are, noise included
+    assert official["mix_sig"].shape == official["noise_sig"].shape == official["s1_sig"].shape
+    assert torch.allclose(official["mix_sig"], official["s1_sig"] + official["s2_sig"] + official["noise_sig"], atol=1e-3)
     item = train[0]
     assert torch.equal(item["mix_sig"], item["s1_sig"] + item["s2_sig"] + item["noise_sig"])
     assert torch.count_nonzero(item["noise_sig"]) > 0.95 * item["noise_sig"].numel()  # activity 1.0

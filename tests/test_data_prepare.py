@@ -8,9 +8,10 @@ import pytest
 import soundfile as sf
 
 from speechbrain_dsn.data import prepare
-from speechbrain_dsn.data.prepare import OPTIONS_FILE, PAIR_FIELDS, TEST_FIELDS, prepare_dsn_data
+from speechbrain_dsn.data.mixing import interval_overlap
+from speechbrain_dsn.data.prepare import NOISE_TEST_FIELDS, OPTIONS_FILE, PAIR_FIELDS, TEST_FIELDS, prepare_dsn_data
 from speechbrain_dsn.data.vad import speech_boundaries
-from tests.data_layouts import make_folder_corpus, make_libri2mix, make_wham_noise, make_wsj0_2mix
+from tests.data_layouts import make_folder_corpus, make_libri2mix, make_wham_mixtures, make_wham_noise, make_wsj0_2mix
 
 SMALL = dict(num_train=4, num_valid=2, num_test=2, max_source_seconds=2.0)
 CONDITIONS = ["ov100", "ov75", "ov50", "ov25"]
@@ -46,6 +47,7 @@ def test_folder_corpus_outputs(folder, tmp_path):
     save = tmp_path / "save"
     paths = prepare_dsn_data(folder, save, corpus="folder", **SMALL)
     assert sorted(paths) == sorted(["train", "valid"] + [f"test_{c}" for c in CONDITIONS])
+    assert not (save / "test_official.csv").exists()  # no released test set for a folder corpus
     train, valid = read_csv(save / "train.csv"), read_csv(save / "valid.csv")
     assert list(train[0]) == PAIR_FIELDS and len(train) == 4 and len(valid) == 2
     for row in train + valid:
@@ -145,6 +147,7 @@ def test_wsj0_2mix_layout(tmp_path, level):
 def test_wham_layout(tmp_path):
     root = make_wsj0_2mix(tmp_path / "wsj")
     make_wham_noise(tmp_path / "wsj" / "wham_noise", root)  # found beside 2speakers
+    make_wham_mixtures(tmp_path / "wsj" / "wham", root)  # the released WHAM! test set, found beside too
     save = tmp_path / "save"
     paths = prepare_dsn_data(root, save, corpus="wham", test_noise_activities=(1.0, 0.5))
     assert "test_ov100_na50" in paths and "test_ov25_na100" in paths
@@ -186,3 +189,105 @@ def test_skip_prep_and_unknown_corpus(tmp_path):
     assert not (tmp_path / "save").exists()
     with pytest.raises(ValueError, match="corpus must be one of"):
         prepare_dsn_data(tmp_path, tmp_path / "save", corpus="timit")
+
+
+# --- the official test sets, as released (condition ``official``) ----------------------------
+
+
+def check_official(rows, folder, mix_sub, noisy=False, sample_rate=8000):
+    """Rows point at the released files, untrimmed, with measured boundaries and overlap."""
+    assert list(rows[0]) == TEST_FIELDS + (NOISE_TEST_FIELDS if noisy else [])
+    names = sorted(p.name for p in (folder / mix_sub).glob("*.wav"))
+    assert [r["ID"] + ".wav" for r in rows] == names
+    for row in rows:
+        name = row["ID"] + ".wav"
+        assert row["mix_wav"] == str(folder / mix_sub / name)
+        assert row["s1_wav"] == str(folder / "s1" / name) and row["s2_wav"] == str(folder / "s2" / name)
+        mix, sr = sf.read(row["mix_wav"], dtype="float32")
+        s1, s2 = sf.read(row["s1_wav"], dtype="float32")[0], sf.read(row["s2_wav"], dtype="float32")[0]
+        assert sr == sample_rate and float(row["duration"]) == round(len(mix) / sr, 3)  # untrimmed
+        b1, b2 = speech_boundaries(s1, sr), speech_boundaries(s2, sr)
+        assert (int(row["s1_start"]), int(row["s1_end"])) == b1
+        assert (int(row["s2_start"]), int(row["s2_end"])) == b2
+        assert float(row["overlap"]) == pytest.approx(interval_overlap(b1, b2), abs=1e-4)
+        assert row["target_overlap"] == ""  # a measured, not a planned, overlap
+        if noisy:
+            assert row["noise_wav"] == str(folder / "noise" / name)
+            assert float(row["noise_activity"]) == pytest.approx(1.0, abs=0.01)
+
+
+def test_official_wsj0_2mix(tmp_path):
+    root = make_wsj0_2mix(tmp_path / "wsj")
+    save = tmp_path / "save"
+    paths = prepare_dsn_data(root, save, corpus="wsj0-2mix")
+    assert paths["test_official"] == save / "test_official.csv"
+    assert "test_official.csv" in prepare.load_options(save)["outputs"]
+    rows = read_csv(save / "test_official.csv")
+    check_official(rows, (root / "2speakers/wav8k/min/tt").resolve(), "mix")
+    assert len(rows) == 2 and rows[0]["s1_spk"] == rows[0]["ID"][:3]
+    assert not (save / "test" / "official").exists()  # nothing copied
+
+
+def test_official_respects_num_test_and_rerun_and_opt_out(tmp_path):
+    root = make_wsj0_2mix(tmp_path / "wsj", pairs=3)
+    save = tmp_path / "save"
+    prepare_dsn_data(root, save, corpus="wsj0-2mix", num_test=2)
+    official = read_csv(save / "test_official.csv")
+    assert len(official) == 2  # the same subset of mixtures as the rebuilt conditions
+    assert [r["ID"] for r in official] == [r["ID"] for r in read_csv(save / "test_ov100.csv")]
+    mtime = (save / "test_official.csv").stat().st_mtime_ns
+    prepare_dsn_data(root, save, corpus="wsj0-2mix", num_test=2)  # no-op
+    assert (save / "test_official.csv").stat().st_mtime_ns == mtime
+    paths = prepare_dsn_data(root, save, corpus="wsj0-2mix", num_test=2, official_test=False)
+    assert "test_official" not in paths and not (save / "test_official.csv").exists()
+    prepare_dsn_data(root, save, corpus="wsj0-2mix", num_test=2)  # asked again: redone
+    assert len(read_csv(save / "test_official.csv")) == 2
+
+
+def test_official_wham_uses_released_mix_both(tmp_path):
+    root = make_wsj0_2mix(tmp_path / "wsj")
+    make_wham_noise(tmp_path / "noise", root)
+    wham = make_wham_mixtures(tmp_path / "elsewhere" / "my_wham", root)
+    save = tmp_path / "save"
+    prepare_dsn_data(root, save, corpus="wham", noise_folder=tmp_path / "noise", wham_folder=wham,
+                     test_overlaps=(1.0,), test_noise_activities=(1.0,))
+    rows = read_csv(save / "test_official.csv")
+    check_official(rows, (wham / "wav8k/min/tt").resolve(), "mix_both", noisy=True)
+    assert all(float(r["snr_db"]) < 30 for r in rows)
+
+
+def test_official_wham_missing_is_a_clear_error(tmp_path):
+    root = make_wsj0_2mix(tmp_path / "wsj")
+    make_wham_noise(tmp_path / "wsj" / "wham_noise", root)
+    with pytest.raises(FileNotFoundError, match=r"(?s)WHAM! test mixtures.*mix_both.*wham_folder.*official_test"):
+        prepare_dsn_data(root, tmp_path / "save", corpus="wham")
+    assert not list((tmp_path / "save").glob("*.csv"))
+    prepare_dsn_data(root, tmp_path / "save", corpus="wham", official_test=False,
+                     test_overlaps=(1.0,), test_noise_activities=(1.0,))
+    assert not (tmp_path / "save" / "test_official.csv").exists()
+
+
+@pytest.mark.parametrize("noisy", [False, True])
+def test_official_libri2mix(tmp_path, noisy):
+    root = make_libri2mix(tmp_path / "libri")
+    save = tmp_path / "save"
+    prepare_dsn_data(root, save, corpus="libri2mix", libri2mix_noisy=noisy, test_overlaps=(1.0,),
+                     test_noise_activities=(1.0,))
+    folder = (root / "Libri2Mix/wav8k/min/test").resolve()
+    check_official(read_csv(save / "test_official.csv"), folder, "mix_both" if noisy else "mix_clean", noisy=noisy)
+
+
+def test_official_wrong_rate_and_incomplete_set_are_clear_errors(tmp_path):
+    root = make_wsj0_2mix(tmp_path / "wsj")
+    tt = root / "2speakers/wav8k/min/tt"
+    mix = sorted((tt / "mix").glob("*.wav"))[0]
+    sf.write(mix, np.zeros(16000, dtype=np.float32), 16000)
+    with pytest.raises(ValueError, match=rf"{mix.name} has a sample rate of 16000 Hz, expected 8000 Hz"):
+        prepare_dsn_data(root, tmp_path / "save", corpus="wsj0-2mix")
+    sf.write(mix, np.zeros(800, dtype=np.float32), 8000)
+    with pytest.raises(ValueError, match=rf"(?s){mix.name}.*800 samples.*s1"):
+        prepare_dsn_data(root, tmp_path / "save", corpus="wsj0-2mix")
+    (tt / "s2" / mix.name).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"official test mixture .*{mix.name} has no s2 reference"):
+        prepare_dsn_data(root, tmp_path / "save", corpus="wsj0-2mix", num_train=1)
+    assert not list((tmp_path / "save").glob("*.csv"))

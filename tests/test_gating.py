@@ -30,6 +30,25 @@ def test_training_is_straight_through_gumbel():
     assert gate.classifier.weight.grad.abs().sum() > 0
 
 
+def test_training_without_noise_is_straight_through_softmax():
+    """noise=False: the argmax forward (no random draw), the softmax gradients of
+    gumbel_softmax(hard=True) with zero noise."""
+    assert GatingModule(16, 3).noise  # the paper's Gumbel noise is the default
+    gate = GatingModule(16, 3, channels=8, d_ffn=16, chunk_size=10, context=8, tau=0.5, noise=False).train()
+    y = torch.randn(2, 16, 45)
+    state = torch.random.get_rng_state()
+    gates = gate(y)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(gates, gate.eval()(y))
+    weights = torch.randn(3)
+    (gates * weights).sum().backward()
+    grad = gate.classifier.weight.grad.clone()
+    gate.zero_grad()
+    soft = (gate.train().logits(y) / 0.5).softmax(-1)
+    (soft * weights).sum().backward()
+    assert torch.allclose(grad, gate.classifier.weight.grad, atol=1e-6) and grad.abs().sum() > 0
+
+
 def test_bad_configuration():
     with pytest.raises(ValueError, match="at least 2 levels"):
         GatingModule(16, 1)

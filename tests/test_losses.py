@@ -108,20 +108,49 @@ def test_segmental_si_sdr_short_signal_is_one_segment():
     assert (seg > 60).all()
 
 
-def test_segment_activity_threshold():
-    targets = torch.randn(1, 8000, 3)
-    targets[0, :4000, 1] = 0.0  # silent first half
-    targets[0, 4000:, 1] *= 1e-3  # -60 dB second half; peak in between
-    targets[0, 1000:1768, 1] = torch.randn(768)
-    targets[0, :, 2] = 0.0  # never active
-    active = segment_activity(targets, SR)
+def test_segment_activity_is_the_majority_of_vad_labels():
+    labels = torch.zeros(1, 8000, 3)
+    labels[0, :, 0] = 1.0  # always speaking
+    labels[0, 1000:1768, 1] = 1.0  # one word
+    active = segment_activity(labels, SR)
     assert active.shape == (1, 19, 3)
     assert active[0, :, 0].all()
     assert not active[0, :, 2].any()
     starts = torch.arange(19) * 384
-    # Source 1 is only active in segments overlapping [1000, 1768).
-    overlaps = (starts + 768 > 1000) & (starts < 1768)
-    assert torch.equal(active[0, :, 1], overlaps)
+    # active where more than half of the segment's 768 samples are speech
+    inside = (torch.clamp(starts + 768, max=1768) - torch.clamp(starts, min=1000)).clamp(min=0)
+    assert torch.equal(active[0, :, 1], inside > 384)
+
+
+def test_training_and_evaluation_share_one_definition_of_speech_activity(tmp_path):
+    """Eq. 20's silence / one-speaker segments are the evaluation's segment types on the same labels."""
+    import types
+
+    import numpy as np
+
+    from speechbrain_dsn.data.dataio import OnTheFlyMixer
+    from speechbrain_dsn.data.vad import ActivityCache, speech_activity
+    from speechbrain_dsn.evaluate import _segment_types
+    from tests.test_data_crop import _source_file
+
+    rng = np.random.default_rng(0)
+    (p1, b1), (p2, b2) = _source_file(tmp_path, "a", 3.0, 130, rng), _source_file(tmp_path, "b", 2.0, 220, rng)
+    row = {"s1_wav": p1, "s2_wav": p2, "s1_start": b1[0], "s1_end": b1[1], "s2_start": b2[0],
+           "s2_end": b2[1], "s1_gain": 1.0, "s2_gain": 1.0}
+    out = OnTheFlyMixer(SR, (0.5, 0.5), activity=ActivityCache(SR)).mix(row, rng)
+    labels = torch.stack([out["s1_vad"], out["s2_vad"]], -1)[None]
+    targets = torch.stack([out["s1_sig"], out["s2_sig"]], -1)[None]
+    training = segment_activity(labels, SR)[0].numpy()
+    batch = types.SimpleNamespace(s1_sig=(targets[..., 0],), s2_sig=(targets[..., 1],),
+                                  s1_vad=(labels[..., 0],), s2_vad=(labels[..., 1],))
+    hp = types.SimpleNamespace(sample_rate=SR, kernel_stride=8, kernel_size=16, segment_ms=96.0)
+    _, seg_types, evaluation = _segment_types(batch, 100, hp)
+    assert np.array_equal(training, evaluation)
+    assert {0, 1, 2} <= set(seg_types.tolist())  # silence, one speaker and overlap all occur
+    # the cached labels are webrtcvad's labels of the placed sources
+    for k in range(2):
+        fresh = speech_activity(targets[0, :, k].numpy(), SR)
+        assert (fresh == labels[0, :, k].numpy().astype(bool)).mean() > 0.97
 
 
 # -------------------------------------------------------------- eq. (20)
@@ -131,17 +160,27 @@ def test_signal_dependent_weights_hand_computed():
         [[[40.0, 40.0], [29.9, 50.0], [30.0, 30.0], [60.0, 60.0], [36.0, 34.0]]]
     )
     active = torch.ones_like(seg, dtype=torch.bool)
+    # eq. 20 as printed: min(exp(a (x - b) - 1), 1), e^-1 at the threshold
     w = signal_dependent_weights(seg, active, a, b)
     expected = torch.tensor(
-        [[math.exp(0.5) - 1, math.exp(a * 9.95) - 1, 0.0, 1.0, math.exp(0.25) - 1]]
+        [[math.exp(0.5 - 1), math.exp(a * 9.95 - 1), math.exp(-1), 1.0, math.exp(0.25 - 1)]]
     )
     assert w.shape == (1, 5)
     assert torch.allclose(w, expected)
+    # the continuous reading: min(exp(a (x - b)) - 1, 1), 0 at the threshold
+    w = signal_dependent_weights(seg, active, a, b, form="continuous")
+    expected = torch.tensor(
+        [[math.exp(0.5) - 1, math.exp(a * 9.95) - 1, 0.0, 1.0, math.exp(0.25) - 1]]
+    )
+    assert torch.allclose(w, expected)
     # Segment 1 averages over sources first: (29.9 + 50) / 2 = 39.95 >= b.
-    # w reaches 1 at b + ln(2) / a and stays there.
-    edge = torch.tensor([[[b + math.log(2) / a] * 2, [b + 100.0] * 2]])
-    w_edge = signal_dependent_weights(edge, torch.ones_like(edge, dtype=torch.bool))
-    assert torch.allclose(w_edge, torch.ones(1, 2))
+    # w reaches 1 at b + 1 / a (printed) or b + ln(2) / a (continuous) and stays there.
+    for form, reach in (("printed", 1 / a), ("continuous", math.log(2) / a)):
+        edge = torch.tensor([[[b + reach - 0.5] * 2, [b + reach] * 2, [b + 100.0] * 2]])
+        w_edge = signal_dependent_weights(edge, torch.ones_like(edge, dtype=torch.bool), a, b, form=form)
+        assert w_edge[0, 0] < 1 and torch.allclose(w_edge[0, 1:], torch.ones(2))
+    with pytest.raises(ValueError, match="form"):
+        signal_dependent_weights(seg, active, form="exp")
 
 
 def test_signal_dependent_weights_below_b_silence_and_single_speaker():
@@ -150,7 +189,7 @@ def test_signal_dependent_weights_below_b_silence_and_single_speaker():
         [[[True, True], [True, False], [False, True], [False, False]]]
     )
     w = signal_dependent_weights(seg, active, a=0.05, b=30.0)
-    single = math.exp(0.05 * 10.0) - 1
+    single = math.exp(0.05 * 10.0 - 1)
     # mean 27.5 < b -> 0; single speakers use their own score; silence -> 1
     assert torch.allclose(w, torch.tensor([[0.0, single, single, 1.0]]))
 

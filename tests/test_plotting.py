@@ -8,7 +8,7 @@ import torch
 
 from speechbrain_dsn import evaluation
 from speechbrain_dsn.evaluation import frame_segment_types, summarize
-from speechbrain_dsn.plotting import plot_tradeoff, plot_utilization
+from speechbrain_dsn.plotting import plot_level_shares, plot_tradeoff, plot_utilization
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -60,3 +60,21 @@ def test_plot_tradeoff_writes_png(tmp_path):
     assert _is_png(path)
     no_gmacs = [{k: v for k, v in row.items() if k != "gmacs"} for row in rows]
     assert _is_png(plot_tradeoff(no_gmacs, str(tmp_path / "plain.png")))
+
+
+def test_plot_tradeoff_draws_the_reference_line(tmp_path):
+    rows = [{"condition": "ov100", "gating": g, "si_sdri": s, "avg_utilization": u, "gmacs": 4 + 24 * u}
+            for g, u, s in [("static_0.125", 0.125, 1.0), ("static_1", 1.0, 3.0), ("internal", 0.5, 2.5)]]
+    with_line, without = str(tmp_path / "line.png"), str(tmp_path / "plain.png")
+    plot_tradeoff(rows, with_line, reference=[(1.0, 3.0), (0.125, 1.0)])
+    plot_tradeoff(rows, without)
+    assert _is_png(with_line)
+    assert (tmp_path / "line.png").read_bytes() != (tmp_path / "plain.png").read_bytes()
+
+
+def test_plot_level_shares_checks_one_share_per_level(tmp_path):
+    shares = {"silence": [0.9, 0.1], "single": [0.5, 0.5], "overlap": [0.2, 0.8]}
+    assert _is_png(plot_level_shares(shares, (0.125, 1.0), str(tmp_path / "shares.png"), title="DSN"))
+    with pytest.raises(ValueError, match="one per level"):
+        plot_level_shares(shares, (0.125, 0.5, 1.0), str(tmp_path / "bad.png"))
+    assert not (tmp_path / "bad.png").exists()

@@ -98,3 +98,25 @@ def test_complexity_cli_reads_a_variant_yaml():
     rows = json.loads(result.stdout.strip().splitlines()[-1])
     assert [r["utilization"] for r in rows] == [0.125, 1.0]
     assert rows[0]["gmacs"] < rows[1]["gmacs"] and rows[1]["params_m"] == 13.04
+
+
+def test_official_condition_and_sdri_in_the_reports(tmp_path):
+    from tests.data_layouts import make_wsj0_2mix
+
+    corpus = make_wsj0_2mix(tmp_path / "wsj")
+    out = tmp_path / "run"
+    _run("static.yaml", out, corpus="wsj0-2mix", data_folder=corpus, test_conditions="[ov100, official]")
+    with open(out / "test_summary.csv") as fin:
+        reader = csv.DictReader(fin)
+        columns, summary = reader.fieldnames, list(reader)
+    assert columns.index("sdri") == columns.index("si_sdri") + 1
+    by_condition = {r["condition"]: r for r in summary}
+    assert set(by_condition) == {"ov100", "official", "all"}
+    # `all` averages the overlap conditions only: the released set is reported on its own
+    assert by_condition["all"]["count"] == by_condition["ov100"]["count"]
+    assert all(r["sdri"] not in ("", "nan") for r in summary)
+    with open(out / "test_results.csv") as fin:
+        results = list(csv.DictReader(fin))
+    official = [r for r in results if r["condition"] == "official"]
+    assert official and all(r["sdr"] and r["sdri"] for r in official)
+    assert {r["ID"] for r in official} <= {p.stem for p in (corpus / "2speakers/wav8k/min/tt/mix").glob("*.wav")}

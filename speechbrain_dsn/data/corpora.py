@@ -14,6 +14,13 @@ Expected layouts (the root may be given at any level shown):
   or a ``wham_noise`` folder beside/inside the root).
 * ``libri2mix``: ``<root>/Libri2Mix/wav8k/min/{train-360|train-100,dev,test}/{s1,s2,noise}``.
 * ``folder``: ``<root>/<speaker>/**/<file>.{wav,flac,ogg}``.
+
+The official test sets, as released (:func:`find_official_test`, condition
+``official``): WSJ0-2mix ``tt/{mix,s1,s2}``; WHAM! ``tt/{mix_both,s1,s2,noise}``
+of the tree written by the WHAM! scripts (``--wham_folder``, or a ``wham``,
+``wham_wav``, ``wham_original`` or ``wham_mix`` folder beside/inside the root,
+or the root itself); Libri2Mix ``test/{mix_clean,s1,s2}`` (noisy:
+``test/{mix_both,s1,s2,noise}``).
 """
 
 import logging
@@ -31,6 +38,9 @@ SPLITS = ("train", "valid", "test")
 WSJ0_SPLITS = {"train": "tr", "valid": "cv", "test": "tt"}
 IGNORED_SUFFIXES = {".txt", ".md", ".csv", ".json", ".yaml", ".py", ".lab", ".trans"}
 WSJ0_LAYOUT = "<data_folder>/2speakers/wav{8k,16k}/{min,max}/{tr,cv,tt}/{s1,s2}/*.wav"
+WHAM_MIX_LAYOUT = "<wham_folder>/wav{8k,16k}/{min,max}/tt/{mix_both,s1,s2,noise}/*.wav"
+WHAM_MIX_NAMES = ("wham", "wham_wav", "wham_original", "wham_mix")
+OFFICIAL_HINT = "or set official_test: False (--official_test False) to skip the official test set"
 LIBRI_LAYOUT = (
     "<data_folder>/Libri2Mix/wav{8k,16k}/{min,max}/{train-360|train-100,dev,test}/{s1,s2,noise}/*.wav"
 )
@@ -41,6 +51,19 @@ class SourcePair:
     """Two source files of one corpus mixture (and its noise file, if any)."""
 
     id: str
+    s1: pathlib.Path
+    s2: pathlib.Path
+    s1_spk: str
+    s2_spk: str
+    noise: Optional[pathlib.Path] = None
+
+
+@dataclass
+class OfficialMixture:
+    """One mixture of a released test set: its files, used as they are."""
+
+    id: str
+    mix: pathlib.Path
     s1: pathlib.Path
     s2: pathlib.Path
     s1_spk: str
@@ -96,13 +119,18 @@ def find_wsj0_2mix(data_folder, sample_rate: int) -> Dict[str, List[SourcePair]]
      ...
     FileNotFoundError: no corpus found under ...; expected the layout <data_folder>/2speakers/wav{8k,16k}/...
     """
+    base = _wsj0_base(data_folder, sample_rate)
+    return {split: _pairs_in(base / sub, "wsj0-2mix") for split, sub in WSJ0_SPLITS.items()}
+
+
+def _wsj0_base(data_folder, sample_rate: int) -> pathlib.Path:
+    """The ``<root>/2speakers/wav8k/min`` folder holding ``{tr,cv,tt}``."""
     root, rate = pathlib.Path(data_folder), _rate_folder(sample_rate)
     candidates = []
     for mode in ("min", "max"):
         candidates += [root / "2speakers" / rate / mode, root / rate / mode, root / mode]
     candidates.append(root)
-    base = _find_root(candidates, [f"{s}/s1" for s in WSJ0_SPLITS.values()], WSJ0_LAYOUT, data_folder)
-    return {split: _pairs_in(base / sub, "wsj0-2mix") for split, sub in WSJ0_SPLITS.items()}
+    return _find_root(candidates, [f"{s}/s1" for s in WSJ0_SPLITS.values()], WSJ0_LAYOUT, data_folder)
 
 
 def _wham_noise_root(data_folder, noise_folder) -> pathlib.Path:
@@ -135,12 +163,7 @@ def find_wham(data_folder, sample_rate: int, noise_folder=None, seed: int = 1234
 
 def find_libri2mix(data_folder, sample_rate: int, noisy: bool = False) -> Dict[str, List[SourcePair]]:
     """Source pairs of Libri2Mix (all ``train-*`` subsets for training)."""
-    root, rate = pathlib.Path(data_folder), _rate_folder(sample_rate)
-    candidates = []
-    for mode in ("min", "max"):
-        candidates += [root / "Libri2Mix" / rate / mode, root / rate / mode, root / mode]
-    candidates.append(root)
-    base = _find_root(candidates, ["dev/s1", "test/s1"], LIBRI_LAYOUT, data_folder)
+    base = _libri_base(data_folder, sample_rate)
     train_dirs = sorted(d for d in base.glob("train-*") if (d / "s1").is_dir())
     if not train_dirs:
         raise FileNotFoundError(f"no train-* subset in {base}; expected the layout {LIBRI_LAYOUT}")
@@ -156,6 +179,93 @@ def find_libri2mix(data_folder, sample_rate: int, noisy: bool = False) -> Dict[s
                 if not pair.noise.is_file():
                     raise FileNotFoundError(f"missing noise file {pair.noise} (Libri2Mix noise/ folder)")
     return splits
+
+
+def _libri_base(data_folder, sample_rate: int) -> pathlib.Path:
+    """The ``<root>/Libri2Mix/wav8k/min`` folder holding ``{train-*,dev,test}``."""
+    root, rate = pathlib.Path(data_folder), _rate_folder(sample_rate)
+    candidates = []
+    for mode in ("min", "max"):
+        candidates += [root / "Libri2Mix" / rate / mode, root / rate / mode, root / mode]
+    candidates.append(root)
+    return _find_root(candidates, ["dev/s1", "test/s1"], LIBRI_LAYOUT, data_folder)
+
+
+def _wham_mix_test_dir(data_folder, sample_rate: int, noise_folder=None, wham_folder=None) -> pathlib.Path:
+    """``tt`` folder of the WHAM! mixtures written by the WHAM! scripts."""
+    rate = _rate_folder(sample_rate)
+    if wham_folder:
+        roots = [pathlib.Path(wham_folder)]
+    else:
+        root = pathlib.Path(data_folder)
+        bases = [root, *root.parents[:4]] + ([pathlib.Path(noise_folder).parent] if noise_folder else [])
+        roots = [base / name for base in bases for name in ("", *WHAM_MIX_NAMES)]
+    for top in roots:
+        for cand in (top / rate / "min", top / rate / "max", top / "min", top / "max", top):
+            if (cand / "tt" / "mix_both").is_dir():
+                return cand / "tt"
+    where = f"in --wham_folder {wham_folder}" if wham_folder else (
+        f"in {data_folder}, beside it or above it (looked for {', '.join(WHAM_MIX_NAMES)} folders)")
+    raise FileNotFoundError(
+        f"no released WHAM! test mixtures found {where}; expected the layout {WHAM_MIX_LAYOUT} "
+        f"(mix_both = the noisy 2-speaker mixtures, written by the WHAM! scripts). Pass "
+        f"--wham_folder <that folder>, {OFFICIAL_HINT}")
+
+
+def _official_in(split_dir: pathlib.Path, mix_sub: str, noise_sub: Optional[str], corpus: str,
+                 layout: str) -> List[OfficialMixture]:
+    """Every mixture of ``split_dir/mix_sub`` with its references; none may be missing."""
+    mix_dir = split_dir / mix_sub
+    mixes = sorted(mix_dir.glob("*.wav"))
+    if not mixes:
+        raise FileNotFoundError(
+            f"no official test mixtures (*.wav) in {mix_dir}; expected the layout {layout}, {OFFICIAL_HINT}")
+    out = []
+    for mix in mixes:
+        files = {sub: split_dir / sub / mix.name for sub in ("s1", "s2") + ((noise_sub,) if noise_sub else ())}
+        for sub, path in files.items():
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"official test mixture {mix} has no {sub} reference {path}; the released test set "
+                    f"must be complete (expected the layout {layout})")
+        spk1, spk2 = _speakers_from_id(mix.stem, corpus)
+        out.append(OfficialMixture(mix.stem, mix, files["s1"], files["s2"], spk1, spk2,
+                                   files.get(noise_sub) if noise_sub else None))
+    return out
+
+
+def find_official_test(corpus: str, data_folder, sample_rate: int, noise_folder=None, wham_folder=None,
+                       noisy: bool = False) -> List[OfficialMixture]:
+    """The released test mixtures of WSJ0-2mix, WHAM! or Libri2Mix, sorted by ID.
+
+    WSJ0-2mix: ``tt/mix``; WHAM!: ``tt/mix_both`` (the noisy two-speaker task)
+    of the WHAM! tree, with its own rescaled ``s1``/``s2`` and ``noise``;
+    Libri2Mix: ``test/mix_clean`` (``noisy``: ``test/mix_both`` and ``noise``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for sub in ("tr/s1", "cv/s1", "tt/s1", "tt/s2", "tt/mix"):
+    ...     (root / "2speakers/wav8k/min" / sub).mkdir(parents=True)
+    >>> for sub in ("s1", "s2", "mix"):
+    ...     (root / "2speakers/wav8k/min/tt" / sub / "011a010d_0.5_20do010c_-0.5.wav").touch()
+    >>> [(m.id, m.mix.parent.name, m.s1_spk, m.s2_spk) for m in find_official_test("wsj0-2mix", root, 8000)]
+    [('011a010d_0.5_20do010c_-0.5', 'mix', '011', '20d')]
+    """
+    if corpus == "wsj0-2mix":
+        layout = WSJ0_LAYOUT.replace("{tr,cv,tt}/{s1,s2}", "tt/{mix,s1,s2}")
+        return _official_in(_wsj0_base(data_folder, sample_rate) / "tt", "mix", None, "wsj0-2mix", layout)
+    if corpus == "wham":
+        test_dir = _wham_mix_test_dir(data_folder, sample_rate, noise_folder, wham_folder)
+        return _official_in(test_dir, "mix_both", "noise", "wsj0-2mix", WHAM_MIX_LAYOUT)
+    if corpus == "libri2mix":
+        mix_sub = "mix_both" if noisy else "mix_clean"
+        layout = LIBRI_LAYOUT.replace("{train-360|train-100,dev,test}/{s1,s2,noise}",
+                                      f"test/{{{mix_sub},s1,s2{',noise' if noisy else ''}}}")
+        return _official_in(_libri_base(data_folder, sample_rate) / "test", mix_sub, "noise" if noisy else None,
+                            "libri2mix", layout)
+    raise ValueError(f"no official test set for corpus {corpus!r} (only wsj0-2mix, wham, libri2mix)")
 
 
 def find_folder(data_folder) -> Dict[str, List[pathlib.Path]]:

@@ -7,12 +7,18 @@ cropped to ``training_signal_len`` samples (4 s in the paper). Optionally the
 speaker pair and gains are redrawn on every fetch (dynamic mixing) and each
 source is speed-perturbed, as SpeechBrain's separation recipes do.
 
-* train: random overlap / noise activity / crop per fetch, drawn from a numpy
-  generator seeded by ``torch.randint`` (reproducible under ``torch.manual_seed``,
-  including DataLoader workers, which torch seeds deterministically).
+A crop keeps both speakers and the sampled overlap: when the two utterances
+mixed at that overlap would span more than the crop, each is first cut to a
+random window of its speech (:func:`~speechbrain_dsn.data.mixing.crop_speech_lengths`),
+and the windows are mixed at the sampled overlap. Items also carry the
+per-sample webrtcvad labels of both placed sources (``s1_vad``, ``s2_vad``),
+cut and placed like the audio, for the eq. 20 weighting.
+
+* train: random overlap / noise activity / crop, drawn from a numpy
+  generator seeded by (``seed``, epoch, item ID) (see :class:`MixtureDataset`):
+  new mixtures every epoch, independent of workers and DDP processes.
 * valid: the same mixing with a generator seeded from ``seed`` and the item ID,
-  so every epoch sees identical mixtures; cropped to ``training_signal_len``
-  around the centre of the overlap region (keeps validation cheap).
+  so every epoch sees identical mixtures, cropped around all of their speech.
 * test: the fixed mixtures written by :mod:`speechbrain_dsn.data.prepare`,
   uncropped, with their realised ``overlap`` and speech boundaries.
 """
@@ -30,13 +36,15 @@ import torchaudio
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from speechbrain_dsn.data.audio import load_audio, speech_region
-from speechbrain_dsn.data.mixing import mix_sources
+from speechbrain_dsn.data.mixing import crop_speech_lengths, mix_sources
 from speechbrain_dsn.data.prepare import load_options
+from speechbrain_dsn.data.vad import ActivityCache
 
 SPEED_FACTORS = (0.95, 1.0, 1.05)
 PAIR_KEYS = ["s1_wav", "s2_wav", "s1_spk", "s2_spk", "s1_start", "s1_end", "s2_start", "s2_end",
              "s1_gain", "s2_gain"]
 INT_KEYS = ("s1_start", "s1_end", "s2_start", "s2_end")
+VAD_CACHE = "vad_labels"  # per-source webrtcvad labels, under the data save folder
 
 
 def _read_csv(path: pathlib.Path) -> List[dict]:
@@ -82,13 +90,14 @@ class OnTheFlyMixer:
     def __init__(self, sample_rate: int, overlap_range: Sequence[float] = (0.25, 1.0),
                  noise_activity_range: Sequence[float] = (0.0, 1.0), segment_len: Optional[int] = None,
                  pool: Optional[List[dict]] = None, speed_perturb: bool = False,
-                 max_source_seconds: Optional[float] = None):
+                 max_source_seconds: Optional[float] = None, activity: Optional[ActivityCache] = None):
         self.sample_rate = sample_rate
         self.overlap_range = tuple(overlap_range)
         self.noise_activity_range = tuple(noise_activity_range)
         self.segment_len = segment_len
         self.speed_perturb = speed_perturb
         self.cap = max_source_seconds
+        self.activity = activity
         # dynamic-mixing pool: every distinct source utterance of the training rows
         self.utterances, self.noises = [], []
         if pool:
@@ -108,10 +117,12 @@ class OnTheFlyMixer:
                 raise ValueError("dynamic mixing needs training utterances of at least 2 speakers")
 
     def _source(self, path: str, bounds: Tuple[int, int], rng: np.random.Generator):
-        """Speech region of a source, optionally speed-perturbed, with its bounds."""
+        """Speech region of a source (optionally speed-perturbed), its bounds and VAD labels."""
         x = load_audio(path, self.sample_rate)
+        labels = self.activity(path, x) if self.activity is not None else None
         lo, hi, (start, end) = speech_region(len(x), bounds, self.sample_rate, self.cap)
         x = x[lo:hi]
+        labels = labels[lo:hi] if labels is not None else None
         if self.speed_perturb:
             factor = float(rng.choice(SPEED_FACTORS))
             if factor != 1.0:
@@ -119,7 +130,30 @@ class OnTheFlyMixer:
                 x = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(x)),
                                                    self.sample_rate, new_rate).numpy()
                 start, end = int(start * factor), min(int(end * factor), len(x))
-        return x, (start, end)
+                if labels is not None:  # nearest neighbour onto the new time axis
+                    index = np.minimum((np.arange(len(x)) / factor).astype(np.int64), len(labels) - 1)
+                    labels = labels[index]
+        return x, (start, end), labels
+
+    @staticmethod
+    def _window(source, length: int, rng: np.random.Generator):
+        """A random window of ``length`` speech samples of a ``_source`` result.
+
+        The window's bounds are its first and last labelled speech samples
+        (its edges without labels), so that the overlap is planned on speech.
+        """
+        x, (start, end), labels = source
+        if length >= end - start:
+            return x[start:end], (0, end - start), None if labels is None else labels[start:end]
+        lo = int(rng.integers(start, end - length + 1))
+        x = x[lo:lo + length]
+        bounds = (0, length)
+        if labels is not None:
+            labels = labels[lo:lo + length]
+            speech = np.flatnonzero(labels)
+            if len(speech) and speech[-1] + 1 - speech[0] >= length // 2:
+                bounds = (int(speech[0]), int(speech[-1]) + 1)
+        return x, bounds, labels
 
     def _draw_pair(self, rng: np.random.Generator):
         """Two utterances of different speakers from the pool."""
@@ -144,7 +178,17 @@ class OnTheFlyMixer:
             b1 = (int(row["s1_start"]), int(row["s1_end"]))
             b2 = (int(row["s2_start"]), int(row["s2_end"]))
             gains = (float(row["s1_gain"]), float(row["s2_gain"]))
-        (x1, b1), (x2, b2) = self._source(p1, b1, rng), self._source(p2, b2, rng)
+        first, second = self._source(p1, b1, rng), self._source(p2, b2, rng)
+        overlap = float(rng.uniform(*self.overlap_range))
+        seg, cut = self.segment_len, False
+        if seg:
+            # keep both speakers and the sampled overlap inside the crop
+            speech = (first[1][1] - first[1][0], second[1][1] - second[1][0])
+            lengths = crop_speech_lengths(*speech, overlap, seg)
+            if lengths != speech:
+                first, second = self._window(first, lengths[0], rng), self._window(second, lengths[1], rng)
+                cut = True
+        (x1, b1, l1), (x2, b2, l2) = first, second
         noise, activity = None, 1.0
         noise_path = row.get("noise_wav")
         if noise_path:
@@ -152,43 +196,78 @@ class OnTheFlyMixer:
                 noise_path = self.noises[int(rng.integers(len(self.noises)))]
             noise = load_audio(noise_path, self.sample_rate, first_channel=True)
             activity = float(rng.uniform(*self.noise_activity_range))
-        m = mix_sources(x1, x2, self.sample_rate, float(rng.uniform(*self.overlap_range)), b1, b2,
-                        gains=gains, noise=noise, noise_activity=activity, rng=rng)
-        length, seg = len(m.mix), self.segment_len
+        labels = (l1, l2) if self.activity is not None else None
+        m = mix_sources(x1, x2, self.sample_rate, overlap, b1, b2, gains=gains, noise=noise,
+                        noise_activity=activity, rng=rng, labels=labels)
+        signals = {"mix_sig": m.mix, "s1_sig": m.s1, "s2_sig": m.s2}
+        if m.noise is not None:
+            signals["noise_sig"] = m.noise
+        if labels is not None:
+            signals.update(s1_vad=m.s1_active.astype(np.float32), s2_vad=m.s2_active.astype(np.float32))
+        length = len(m.mix)
+        if cut and length < seg:
+            # windows cut to fit the crop: pad their mixture with silence to the crop length
+            before = int(rng.integers(0, seg - length + 1)) if random_crop else (seg - length) // 2
+            signals = {k: np.pad(v, (before, seg - length - before)) for k, v in signals.items()}
+            length = seg
         start = 0
         if seg and length > seg:
-            if random_crop:
-                start = int(rng.integers(0, length - seg + 1))
+            union = (min(m.s1_bounds[0], m.s2_bounds[0]), max(m.s1_bounds[1], m.s2_bounds[1]))
+            if union[1] - union[0] <= seg:  # the crop holds all the speech of both
+                lo, hi = max(union[1] - seg, 0), min(union[0], length - seg)
+                start = int(rng.integers(lo, hi + 1)) if random_crop else (lo + hi) // 2
             else:  # centre of the region where both speakers talk
                 centre = (max(m.s1_bounds[0], m.s2_bounds[0]) + min(m.s1_bounds[1], m.s2_bounds[1])) // 2
                 start = int(np.clip(centre - seg // 2, 0, length - seg))
         crop = slice(start, start + seg if seg else length)
-        out = {"mix_sig": m.mix[crop], "s1_sig": m.s1[crop], "s2_sig": m.s2[crop]}
-        if m.noise is not None:
-            out["noise_sig"] = m.noise[crop]
-        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+        out = {k: torch.from_numpy(np.ascontiguousarray(v[crop])) for k, v in signals.items()}
         out["source_files"] = (p1, p2)
         return out
 
 
-def _pair_dataset(path: pathlib.Path, mixer: OnTheFlyMixer, seed: Optional[int]) -> DynamicItemDataset:
-    """Dataset of on-the-fly mixtures; ``seed=None`` draws fresh randomness per fetch."""
+class MixtureDataset(DynamicItemDataset):
+    """On-the-fly mixtures whose randomness is keyed by (seed, epoch, item ID).
+
+    Each item is mixed with a generator seeded from ``seed``, the epoch (set
+    by :meth:`set_epoch`; ``DSNBrain`` calls it at the start of every
+    training epoch) and the item ID. A mixture therefore depends neither on
+    the order of fetches, nor on DataLoader workers, nor on the number of DDP
+    processes, and a run resumed in the middle of an epoch sees the same
+    mixtures again. With ``epoch=None`` (validation) every epoch sees the
+    same mixtures.
+    """
+
+    def __init__(self, data, seed: int, epoch: Optional[int] = 0):
+        super().__init__(data)
+        self.seed = int(seed)
+        self.epoch = epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the mixtures of ``epoch`` from now on (training datasets only)."""
+        if self.epoch is not None:
+            self.epoch = int(epoch)
+
+    def rng(self, item_id: str) -> np.random.Generator:
+        """The generator of one item in the current epoch."""
+        key = [self.seed, zlib.crc32(item_id.encode())]
+        return np.random.default_rng(key if self.epoch is None else key + [self.epoch])
+
+
+def _pair_dataset(path: pathlib.Path, mixer: OnTheFlyMixer, seed: int, train: bool) -> MixtureDataset:
+    """Dataset of on-the-fly mixtures: new draws each epoch for training, fixed ones for validation."""
     rows = _read_csv(path)
     data = {row["ID"]: dict(row, duration=float(row["duration"])) for row in rows}
-    dataset = DynamicItemDataset(data)
+    dataset = MixtureDataset(data, seed, epoch=0 if train else None)
     noisy = bool(rows) and "noise_wav" in rows[0]
     keys = ["id"] + PAIR_KEYS + (["noise_wav"] if noisy else [])
-    outputs = ["mix_sig", "s1_sig", "s2_sig"] + (["noise_sig"] if noisy else []) + ["source_files"]
+    outputs = ["mix_sig", "s1_sig", "s2_sig"] + (["noise_sig"] if noisy else [])
+    outputs += (["s1_vad", "s2_vad"] if mixer.activity is not None else []) + ["source_files"]
 
     @sb.utils.data_pipeline.takes(*keys)
     @sb.utils.data_pipeline.provides(*outputs)
     def mix_pipeline(*values):
         row = dict(zip(keys, values))
-        if seed is None:  # training: reproducible through torch's global/worker seed
-            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
-        else:  # validation: the same mixture every epoch
-            rng = np.random.default_rng([seed, zlib.crc32(row["id"].encode())])
-        out = mixer.mix(row, rng, random_crop=seed is None)
+        out = mixer.mix(row, dataset.rng(row["id"]), random_crop=train)
         for key in outputs:
             yield out[key]
 
@@ -197,7 +276,7 @@ def _pair_dataset(path: pathlib.Path, mixer: OnTheFlyMixer, seed: Optional[int])
     return dataset
 
 
-def _test_dataset(path: pathlib.Path) -> DynamicItemDataset:
+def _test_dataset(path: pathlib.Path, activity: Optional[ActivityCache] = None) -> DynamicItemDataset:
     rows = _read_csv(path)
     data = {}
     for row in rows:
@@ -214,7 +293,19 @@ def _test_dataset(path: pathlib.Path) -> DynamicItemDataset:
             yield torch.from_numpy(sf.read(wav, dtype="float32")[0])
 
     dataset.add_dynamic_item(read_pipeline)
-    dataset.set_output_keys(["id"] + [f"{n}_sig" for n in names] + ["overlap", *INT_KEYS])
+    labels = []
+    if activity is not None:
+        # webrtcvad labels of each reference file, cached like those of the training sources
+        labels = ["s1_vad", "s2_vad"]
+
+        @sb.utils.data_pipeline.takes("s1_wav", "s2_wav")
+        @sb.utils.data_pipeline.provides(*labels)
+        def label_pipeline(*paths):
+            for wav in paths:
+                yield torch.from_numpy(activity(wav).astype(np.float32))
+
+        dataset.add_dynamic_item(label_pipeline)
+    dataset.set_output_keys(["id"] + [f"{n}_sig" for n in names] + labels + ["overlap", *INT_KEYS])
     return dataset
 
 
@@ -237,8 +328,9 @@ def dataio_prep(hparams: dict):
         Items with ``id, mix_sig, s1_sig, s2_sig`` (+ ``noise_sig``) and
         ``source_files``.
     test_datasets : dict of str to DynamicItemDataset
-        Condition name (``ov100``, ``ov100_na50``...) to its dataset, whose
-        items add ``overlap, s1_start, s1_end, s2_start, s2_end``.
+        Condition name (``ov100``, ``ov100_na50``..., ``official`` for the
+        released test set) to its dataset, whose items add ``overlap,
+        s1_start, s1_end, s2_start, s2_end``.
 
     Example
     -------
@@ -256,19 +348,21 @@ def dataio_prep(hparams: dict):
         noise_activity_range=hparams.get("noise_activity_range") or (0.0, 1.0),
         segment_len=hparams.get("training_signal_len"),
         max_source_seconds=options.get("max_source_seconds"),
+        activity=ActivityCache(hparams["sample_rate"], save_folder / VAD_CACHE),
     )
     train_csv = save_folder / "train.csv"
     pool = _read_csv(train_csv) if hparams.get("dynamic_mixing", False) else None
     train_mixer = OnTheFlyMixer(pool=pool, speed_perturb=hparams.get("speed_perturb", False), **common)
-    train_data = _pair_dataset(train_csv, train_mixer, seed=None)
-    valid_data = _pair_dataset(save_folder / "valid.csv", OnTheFlyMixer(**common), seed=hparams.get("seed", 1234))
+    seed = hparams.get("seed", 1234)
+    train_data = _pair_dataset(train_csv, train_mixer, seed, train=True)
+    valid_data = _pair_dataset(save_folder / "valid.csv", OnTheFlyMixer(**common), seed, train=False)
 
     wanted = hparams.get("test_conditions")
     test_datasets = {}
     for path in sorted(save_folder.glob("test_*.csv")):
         name = path.stem[len("test_"):]
         if wanted is None or name in wanted:
-            test_datasets[name] = _test_dataset(path)
+            test_datasets[name] = _test_dataset(path, common["activity"])
     missing = set(wanted or []) - set(test_datasets)
     if missing:
         raise FileNotFoundError(f"test conditions {sorted(missing)} not found in {save_folder}")

@@ -60,6 +60,8 @@ class Mixture:
     sir_db: float  # realised active-speech SIR of s1 over s2
     noise_activity: float = 0.0  # realised fraction of the mixture holding noise
     snr_db: Optional[float] = None
+    s1_active: Optional[np.ndarray] = None  # placed per-sample VAD labels, when given
+    s2_active: Optional[np.ndarray] = None
 
 
 def active_rms(signal: np.ndarray, bounds: Bounds) -> float:
@@ -122,6 +124,36 @@ def overlap_offset(bounds1: Bounds, bounds2: Bounds, overlap: float) -> int:
     return int(bounds1[1] - overlap_len - bounds2[0])
 
 
+def crop_speech_lengths(len1: int, len2: int, overlap: float, crop: int) -> Tuple[int, int]:
+    """Speech lengths to keep of two utterances so that their mixture fits a crop.
+
+    Two utterances with ``len1`` and ``len2`` samples of speech, mixed at
+    ``overlap`` (of the shorter one), span ``len1 + len2 - overlap *
+    min(len1, len2)`` samples. When that exceeds ``crop``, a crop cut from
+    the mixture would lose a speaker or change the overlap. Instead, each
+    utterance is shortened to a window of the returned length, as equal as
+    the utterances allow, so that the mixture of the windows at the *same*
+    overlap spans at most ``crop`` samples.
+
+    Example
+    -------
+    >>> crop_speech_lengths(48000, 56000, 0.5, 32000)  # two long utterances: equal windows
+    (21333, 21333)
+    >>> crop_speech_lengths(72000, 16000, 0.25, 32000)  # a short one is kept whole
+    (20000, 16000)
+    >>> crop_speech_lengths(8000, 12000, 1.0, 32000)  # fits already
+    (8000, 12000)
+    """
+    if len1 + len2 - overlap * min(len1, len2) <= crop:
+        return len1, len2
+    equal = int(crop / (2.0 - overlap))
+    if len1 >= equal and len2 >= equal:
+        return equal, equal
+    if len1 < equal:
+        return len1, min(len2, int(crop - (1.0 - overlap) * len1))
+    return min(len1, int(crop - (1.0 - overlap) * len2)), len2
+
+
 def _place(signal: np.ndarray, start: int, length: int) -> np.ndarray:
     out = np.zeros(length, dtype=np.float64)
     out[start : start + len(signal)] = signal
@@ -153,6 +185,7 @@ def mix_sources(
     rng: Optional[np.random.Generator] = None,
     max_amplitude: float = 0.9,
     measure_overlap: bool = False,
+    labels: Optional[Tuple[np.ndarray, np.ndarray]] = None,
 ) -> Mixture:
     """Mix two utterances at a target overlap ratio, SIR and noise activity.
 
@@ -186,6 +219,10 @@ def mix_sources(
     measure_overlap : bool
         If True, re-measure the speech boundaries of the placed sources with
         the VAD (as done for the test sets); otherwise shift the input ones.
+    labels : tuple of np.ndarray, optional
+        Per-sample speech labels of (s1, s2) (see
+        :class:`~speechbrain_dsn.data.vad.ActivityCache`), placed like the
+        sources into ``Mixture.s1_active`` / ``s2_active``.
 
     Returns
     -------
@@ -272,7 +309,13 @@ def mix_sources(
         b2 = (bounds2[0] + start2, bounds2[1] + start2)
     rms1, rms2 = active_rms(p1, b1), active_rms(p2, b2)
     sir = 20 * np.log10(max(rms1, 1e-12) / max(rms2, 1e-12))
+    placed_activity = [None, None]
+    if labels is not None:
+        for k, (source_labels, start) in enumerate(zip(labels, (start1, start2))):
+            placed_activity[k] = _place(np.asarray(source_labels, dtype=bool), start, length).astype(bool)
     return Mixture(
+        s1_active=placed_activity[0],
+        s2_active=placed_activity[1],
         mix=mix,
         s1=p1,
         s2=p2,

@@ -19,6 +19,14 @@
   s1_start, s1_end, s2_start, s2_end, sir_db, s1_spk, s2_spk`` (+ ``noise_wav,
   noise_activity, snr_db``); ``overlap`` is re-measured with the VAD on the placed sources and
   the boundaries are in mixture samples.
+* ``test_official.csv`` (WSJ0-2mix, WHAM!, Libri2Mix; ``official_test=False``
+  skips it): the released test mixtures as they are, untrimmed and not
+  copied, so that results compare with published ones (WSJ0-2mix ``tt/mix``,
+  WHAM! ``tt/mix_both`` with its ``noise``, Libri2Mix ``test/mix_clean`` or,
+  noisy, ``test/mix_both``), with their released ``s1``/``s2`` references.
+  Same columns as the other test CSVs; the boundaries, ``overlap``,
+  ``sir_db`` (and ``noise_activity``, ``snr_db``) are measured on the
+  released files, ``target_overlap`` is empty.
 * ``prepare_options.json``: the options of the last successful run. Preparation
   is skipped when it matches the current options; otherwise the previous
   outputs are removed and everything is redone. All CSVs are written to
@@ -36,14 +44,16 @@ import numpy as np
 
 from speechbrain_dsn.data import corpora
 from speechbrain_dsn.data.audio import BadAudioError, load_audio, speech_region, write_audio
-from speechbrain_dsn.data.mixing import SIR_RANGE_DB, SNR_RANGE_DB, SPEECH_LEVEL, active_rms, mix_sources
+from speechbrain_dsn.data.mixing import (SIR_RANGE_DB, SNR_RANGE_DB, SPEECH_LEVEL, active_rms, interval_overlap,
+                                         mix_sources)
 from speechbrain_dsn.data.vad import speech_boundaries
 
 logger = logging.getLogger(__name__)
 
 CORPORA = ("wsj0-2mix", "wham", "libri2mix", "folder")
 OPTIONS_FILE = "prepare_options.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: test_official.csv
+OFFICIAL = "official"  # condition name of the released test set
 # folder-corpus defaults sized for the bundled demo (a few CPU minutes end to end)
 FOLDER_DEFAULTS = {"num_train": 24, "num_valid": 4, "num_test": 3, "max_source_seconds": 5.0}
 PAIR_FIELDS = ["ID", "duration", "s1_wav", "s2_wav", "s1_spk", "s2_spk", "s1_start", "s1_end",
@@ -191,6 +201,42 @@ def _test_rows(pairs, sources: _Sources, save_folder: pathlib.Path, seed: int, o
     return rows
 
 
+def _official_rows(mixtures: List[corpora.OfficialMixture], sample_rate: int, noisy: bool) -> List[dict]:
+    """Rows of the released test mixtures, measured on the files as they are.
+
+    Every file must have ``sample_rate`` and the files of one mixture the same
+    length; any problem is an error (a partial official set would not compare).
+    """
+    rows = []
+    for m in mixtures:
+        files = {"mix": m.mix, "s1": m.s1, "s2": m.s2}
+        if noisy:
+            files["noise"] = m.noise
+        signals = {key: load_audio(path, sample_rate, resample=False) for key, path in files.items()}
+        for key in files:
+            if len(signals[key]) != len(signals["mix"]):
+                raise ValueError(
+                    f"official test mixture {m.mix} has {len(signals['mix'])} samples but its {key} "
+                    f"reference {files[key]} has {len(signals[key])}; the released files must match")
+        s1, s2 = signals["s1"], signals["s2"]
+        b1, b2 = speech_boundaries(s1, sample_rate), speech_boundaries(s2, sample_rate)
+        sir = 20 * np.log10(max(active_rms(s1, b1), 1e-12) / max(active_rms(s2, b2), 1e-12))
+        row = {"ID": m.id, "duration": round(len(signals["mix"]) / sample_rate, 3), "mix_wav": str(m.mix),
+               "s1_wav": str(m.s1), "s2_wav": str(m.s2), "overlap": round(interval_overlap(b1, b2), 4),
+               "target_overlap": "", "s1_start": b1[0], "s1_end": b1[1], "s2_start": b2[0], "s2_end": b2[1],
+               "sir_db": round(float(sir), 3), "s1_spk": m.s1_spk, "s2_spk": m.s2_spk}
+        if noisy:
+            noise = signals["noise"]
+            # SNR: speech inside the union of the speech boundaries over the whole noise file
+            union = (min(b1[0], b2[0]), max(b1[1], b2[1]))
+            snr = 20 * np.log10(max(active_rms(s1 + s2, union), 1e-12)
+                                / max(active_rms(noise, (0, len(noise))), 1e-12))
+            row.update(noise_wav=str(m.noise), noise_activity=round(np.count_nonzero(noise) / len(noise), 4),
+                       snr_db=round(float(snr), 3))
+        rows.append(row)
+    return rows
+
+
 def _write_csv(path: pathlib.Path, fields: List[str], rows: List[dict]):
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
@@ -239,6 +285,8 @@ def prepare_dsn_data(
     max_source_seconds: Optional[float] = None,
     libri2mix_noisy: bool = False,
     audio_subtype: str = "FLOAT",
+    official_test: bool = True,
+    wham_folder=None,
     skip_prep: bool = False,
     **kwargs,
 ) -> Dict[str, pathlib.Path]:
@@ -273,6 +321,14 @@ def prepare_dsn_data(
         Use the Libri2Mix ``noise`` folder (otherwise Libri2Mix is clean).
     audio_subtype : str
         Soundfile subtype of the test WAVs (``FLOAT`` keeps sums exact).
+    official_test : bool
+        Also list the released test set as ``test_official.csv`` (condition
+        ``official``; WSJ0-2mix, WHAM! and Libri2Mix only, ``num_test``
+        mixtures of it when set).
+    wham_folder : str, optional
+        Root of the WHAM! mixtures written by the WHAM! scripts (holding
+        ``wav8k/min/tt/mix_both``); default: searched in and beside
+        ``data_folder`` (``wham``, ``wham_wav``, ``wham_original``, ``wham_mix``).
     skip_prep : bool
         If True, do nothing.
     **kwargs
@@ -281,7 +337,7 @@ def prepare_dsn_data(
     Returns
     -------
     dict
-        CSV name (``train``, ``valid``, ``test_ov75``...) to its path.
+        CSV name (``train``, ``valid``, ``test_ov75``..., ``test_official``) to its path.
 
     Example
     -------
@@ -303,13 +359,18 @@ def prepare_dsn_data(
     noisy = corpus == "wham" or (corpus == "libri2mix" and libri2mix_noisy)
     activities = [float(a) for a in test_noise_activities] if noisy else None
     names = [condition_name(ov, na) for ov in test_overlaps for na in (activities or [None])]
+    official = bool(official_test) and corpus != "folder"
+    if official:
+        names.append(OFFICIAL)
     outputs = ["train.csv", "valid.csv"] + [f"test_{n}.csv" for n in names]
     options = {
         "version": FORMAT_VERSION, "data_folder": str(data_folder), "corpus": corpus,
         "sample_rate": sample_rate, "seed": seed, "sizes": sizes, "max_source_seconds": cap,
         "noise_folder": str(pathlib.Path(noise_folder).resolve()) if noise_folder else None,
         "test_overlaps": [float(o) for o in test_overlaps], "test_noise_activities": activities,
-        "audio_subtype": audio_subtype, "outputs": outputs,
+        "audio_subtype": audio_subtype, "official_test": official,
+        "wham_folder": str(pathlib.Path(wham_folder).resolve()) if wham_folder and corpus == "wham" else None,
+        "outputs": outputs,
     }
     paths = {name[:-4]: save_folder / name for name in outputs}
     marker = save_folder / OPTIONS_FILE
@@ -324,6 +385,11 @@ def prepare_dsn_data(
     _remove_previous_outputs(save_folder)
     logger.info("preparing %s data from %s into %s", corpus, data_folder, save_folder)
 
+    mixtures = []
+    if official:  # located first: a missing released set fails before the long work
+        mixtures = corpora.find_official_test(corpus, data_folder, sample_rate, noise_folder, wham_folder, noisy)
+        mixtures = _subset(mixtures, sizes["test"], seed)
+        logger.info("official test set: %d mixtures from %s", len(mixtures), mixtures[0].mix.parent)
     sources = _Sources(sample_rate, strict_rate=corpus != "folder", max_source_seconds=cap)
     if corpus == "folder":
         pairs = _folder_pairs(data_folder, seed, sources, sizes)
@@ -348,6 +414,8 @@ def prepare_dsn_data(
     test_fields = TEST_FIELDS + (NOISE_TEST_FIELDS if noisy else [])
     for name, rows in test.items():
         tables[paths[f"test_{name}"]] = (test_fields, rows)
+    if official:
+        tables[paths[f"test_{OFFICIAL}"]] = (test_fields, _official_rows(mixtures, sample_rate, noisy))
     for path, (_, rows) in tables.items():
         if not rows:
             raise RuntimeError(f"no usable examples for {path.name}; see the warnings above")

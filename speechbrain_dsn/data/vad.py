@@ -13,7 +13,10 @@ on the gain a source receives in a mixture: the overlap measured on a placed,
 scaled source then agrees with the one planned from the raw source.
 """
 
-from typing import Tuple, Union
+import hashlib
+import os
+import tempfile
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -193,3 +196,95 @@ def speech_boundaries(
     if not keep.any():
         return 0, num
     return int(run_starts[keep][0]), int(run_ends[keep][-1])
+
+
+class ActivityCache:
+    """Webrtcvad speech activity of source files, computed once per file.
+
+    The one definition of speech activity used by training (the silence and
+    single-speaker segments of the eq. 20 weighting) and by evaluation (the
+    segment types of Figs. 9, 11): :func:`speech_activity` of the file as
+    read at ``sample_rate``.  Labels are kept in memory and, when ``folder`` is
+    given, on disk as one packed ``.npy`` per file (written atomically, keyed
+    by the file's absolute path, size and modification time and the rate), so
+    DataLoader workers, DDP processes and later runs share them.
+
+    Arguments
+    ---------
+    sample_rate : int
+        Rate at which the files are read (and the labels are given).
+    folder : str or pathlib.Path, optional
+        On-disk cache folder; ``None`` keeps the labels in memory only.
+
+    Example
+    -------
+    >>> import os, tempfile, soundfile as sf
+    >>> sr = 8000
+    >>> t = np.arange(sr) / sr
+    >>> voiced = sum(np.sin(2 * np.pi * k * 150 * t) / k for k in range(1, 6))
+    >>> voiced *= 0.3 * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    >>> tmp = tempfile.mkdtemp()
+    >>> path = os.path.join(tmp, "a.wav")
+    >>> sf.write(path, np.concatenate([np.zeros(sr), voiced]), sr)
+    >>> cache = ActivityCache(sr, os.path.join(tmp, "vad"))
+    >>> labels = cache(path)
+    >>> labels.shape, bool(labels[:sr].any()), bool(labels[sr:].mean() > 0.7)
+    ((16000,), False, True)
+    >>> bool(np.array_equal(ActivityCache(sr, os.path.join(tmp, "vad"))(path), labels))  # from disk
+    True
+    """
+
+    def __init__(self, sample_rate: int, folder=None):
+        self.sample_rate = int(sample_rate)
+        self.folder = None if folder is None else os.fspath(folder)
+        self._memory = {}
+
+    def _file(self, path: str) -> str:
+        stat = os.stat(path)
+        key = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{self.sample_rate}"
+        return os.path.join(self.folder, hashlib.sha1(key.encode()).hexdigest() + ".npz")
+
+    def __call__(self, path, signal: Optional[np.ndarray] = None) -> np.ndarray:
+        """Boolean per-sample speech activity of the file at ``path``.
+
+        ``signal`` may pass the file's samples (as read at ``sample_rate``)
+        when the caller has them already; it must be the whole file.
+        """
+        path = os.fspath(path)
+        if path in self._memory:
+            return self._memory[path]
+        cached = self._file(path) if self.folder else None
+        labels = _load_labels(cached) if cached else None
+        if labels is None or (signal is not None and len(labels) != len(signal)):
+            if signal is None:
+                from speechbrain_dsn.data.audio import load_audio  # audio imports this module
+
+                signal = load_audio(path, self.sample_rate)
+            labels = speech_activity(signal, self.sample_rate)
+            if cached:
+                _save_labels(cached, labels)
+        self._memory[path] = labels
+        return labels
+
+
+def _load_labels(path: str) -> Optional[np.ndarray]:
+    """Labels saved by :func:`_save_labels`, or None if missing or unreadable."""
+    try:
+        with np.load(path) as data:
+            return np.unpackbits(data["bits"], count=int(data["length"])).astype(bool)
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def _save_labels(path: str, labels: np.ndarray) -> None:
+    """Packed labels, written to a temporary file and renamed (never half-written)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            np.savez(out, bits=np.packbits(labels), length=np.int64(len(labels)))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
