@@ -13,6 +13,7 @@ Examples::
 
 import argparse
 import logging
+import sys
 
 from speechbrain_dsn.data.prepare import CORPORA, prepare_dsn_data
 
@@ -54,7 +55,12 @@ def main(argv=None):
     """Parse the arguments and run the preparation."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parse_args(argv)
-    paths = prepare_dsn_data(**vars(args))
+    try:
+        paths = prepare_dsn_data(**vars(args))
+    except (OSError, ValueError, RuntimeError) as err:
+        # bad input (missing folder, unusable files, wrong layout): the message names it
+        print(f"prepare_data.py: error: {err}", file=sys.stderr)
+        sys.exit(1)
     for name, path in paths.items():
         print(f"{name}: {path}")
 

@@ -20,6 +20,7 @@ import os
 import sys
 
 import speechbrain as sb
+import torch
 from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import MainProcessContext, run_on_main
 from speechbrain.utils.logger import get_logger
@@ -39,6 +40,8 @@ def main(argv):
     sb.utils.distributed.ddp_init_group(run_opts)
     hparams = load_hparams(hparams_file, overrides)
 
+    if hparams["test_checkpoint"] not in ("best", "last"):
+        raise ValueError(f"test_checkpoint must be 'best' or 'last', got {hparams['test_checkpoint']!r}")
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
     if sb.utils.distributed.if_main_process():
         save_hparams(hparams, os.path.join(hparams["output_folder"], "hyperparams.yaml"))
@@ -88,7 +91,11 @@ def main(argv):
         brain.hparams.epoch_counter,
         train_data,
         valid_data,
-        train_loader_kwargs={**loader_opts, **shuffle},
+        # The training loader draws its worker seeds from a generator of its own, not from torch's
+        # global one: the checkpoints carry the global generators (RNGState), and a run resumed in
+        # the middle of an epoch then draws the gating-dropout levels and Gumbel noise of the run
+        # it continues (the mixtures are keyed by item, MixtureDataset).
+        train_loader_kwargs={**loader_opts, **shuffle, "generator": torch.Generator().manual_seed(hparams["seed"])},
         valid_loader_kwargs=loader_opts,
     )
 
@@ -96,7 +103,9 @@ def main(argv):
     # turns SpeechBrain's collective calls (barriers, broadcasts) into no-ops on it.
     if sb.utils.distributed.if_main_process():
         with MainProcessContext():
-            evaluate_test_sets(brain, test_sets, hparams["output_folder"])
+            # best: lowest validation loss (the paper's early stopping); last: the final epoch
+            min_key = {"best": "loss", "last": None}[hparams["test_checkpoint"]]
+            evaluate_test_sets(brain, test_sets, hparams["output_folder"], min_key=min_key)
             folder = export_inference_folder(hparams, hparams["modules"],
                                              os.path.join(hparams["output_folder"], "inference"))
         logger.info("inference folder written to %s", folder)

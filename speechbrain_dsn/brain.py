@@ -18,6 +18,7 @@ from typing import Optional, Union
 
 import speechbrain as sb
 import torch
+import yaml
 
 from .losses import dsn_loss
 from .model import separate, unwrap
@@ -25,6 +26,7 @@ from .model import separate, unwrap
 __all__ = ["DSNBrain"]
 
 
+@sb.utils.checkpoints.register_checkpoint_hooks
 class DSNBrain(sb.Brain):
     """Trains encoder, DSN masker and decoder (``modules`` of the recipe YAML).
 
@@ -228,6 +230,30 @@ class DSNBrain(sb.Brain):
             dataset.set_epoch(epoch)
         self._stats = dict(si_snr=0.0, complexity=0.0, batches=0, utilization=0.0,
                            histogram=torch.zeros(len(self.levels), dtype=torch.long))
+        resumed, self._resumed_stats = getattr(self, "_resumed_stats", None), None
+        if stage == sb.Stage.TRAIN and resumed is not None and self.step > 0:
+            # an epoch resumed from an intra-epoch checkpoint: its statistics so far
+            self._stats = dict(resumed, histogram=torch.tensor(resumed["histogram"], dtype=torch.long))
+
+    @sb.utils.checkpoints.mark_as_saver
+    def _save(self, path):
+        """SpeechBrain's step counters, plus the statistics of the running stage."""
+        super()._save(path)
+        stats = getattr(self, "_stats", None)
+        if stats is not None:
+            with open(path, encoding="utf-8") as fin:
+                saved = yaml.safe_load(fin)
+            saved["dsn_stats"] = dict(stats, histogram=stats["histogram"].tolist())
+            with open(path, "w", encoding="utf-8") as fout:
+                yaml.dump(saved, fout)
+
+    @sb.utils.checkpoints.mark_as_loader
+    def _recover(self, path, end_of_epoch):
+        """SpeechBrain's step counters; in an intra-epoch checkpoint, the epoch's statistics so far."""
+        super()._recover(path, end_of_epoch)
+        with open(path, encoding="utf-8") as fin:
+            saved = yaml.safe_load(fin)
+        self._resumed_stats = None if end_of_epoch else saved.get("dsn_stats")
 
     def stage_statistics(self, stage_loss) -> dict:
         """Loss, SI-SNR, complexity, average utilization and level shares of the stage."""

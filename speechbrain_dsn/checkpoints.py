@@ -26,8 +26,13 @@ generators (torch, CUDA, numpy, random): a run resumed from a checkpoint
 draws the random numbers (gating dropout, Gumbel noise) that the
 uninterrupted run would have drawn.  It is optional on loading, so
 checkpoints written before it was added still load.
+
+:class:`EpochCounterWithStopper` is SpeechBrain's early-stopping epoch
+counter with its checkpoint hooks registered (SpeechBrain 1.1 saves only its
+epoch, so a resumed run forgot the best epoch and score).
 """
 
+import collections.abc
 import logging
 import os
 import pathlib
@@ -39,12 +44,13 @@ import zipfile
 import numpy as np
 import torch
 import yaml
+from speechbrain.utils import epoch_loop
 from speechbrain.utils.checkpoints import (DEFAULT_SAVE_HOOKS, METAFNAME, PARAMFILE_EXT, Checkpoint, Checkpointer,
                                            ckpt_recency, get_default_hook, mark_as_loader, mark_as_saver,
                                            register_checkpoint_hooks)
 from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process, is_distributed_initialized
 
-__all__ = ["AtomicCheckpointer", "RNGState", "CheckpointLoadError"]
+__all__ = ["AtomicCheckpointer", "RNGState", "EpochCounterWithStopper", "CheckpointLoadError"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +104,13 @@ class AtomicCheckpointer(Checkpointer):
         """As in SpeechBrain; an :class:`RNGState` is always optional on loading."""
         super().add_recoverable(name, obj, custom_load_hook, custom_save_hook,
                                 optional_load=optional_load or isinstance(obj, RNGState))
+
+    def add_recoverables(self, recoverables):
+        """As in SpeechBrain, one :meth:`add_recoverable` each."""
+        if not isinstance(recoverables, collections.abc.Mapping):
+            raise AttributeError(f"Checkpointer needs a mapping (e.g. dict), got {recoverables!r} instead.")
+        for name, obj in recoverables.items():
+            self.add_recoverable(name, obj)
 
     def _remove_leftovers(self):
         """Remove the hidden folders of a save or a deletion that a kill interrupted."""
@@ -311,6 +324,47 @@ class RNGState:
                           "the random generators are not restored")
             return
         self._set_state(states[rank])
+
+
+@register_checkpoint_hooks
+class EpochCounterWithStopper(epoch_loop.EpochCounterWithStopper):
+    """SpeechBrain's ``EpochCounterWithStopper`` whose early-stopping state reaches the checkpoints.
+
+    SpeechBrain (1.1) registers the checkpoint hooks of ``EpochCounter`` but
+    not those of its subclass ``EpochCounterWithStopper``, so a checkpoint
+    holds the epoch alone, and a resumed run forgets the best epoch, the best
+    score and the stop decision.  This class registers them; a checkpoint
+    with the epoch alone (written by the stock class) still loads, with a
+    warning.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "counter.ckpt"
+    >>> counter = EpochCounterWithStopper(limit=10, limit_to_stop=2, limit_warmup=0, direction="min")
+    >>> counter.current = 3
+    >>> counter.update_metric(0.5)
+    >>> counter._save(path)
+    >>> fresh = EpochCounterWithStopper(limit=10, limit_to_stop=2, limit_warmup=0, direction="min")
+    >>> fresh._recover(path, end_of_epoch=True)
+    >>> fresh.current, fresh.best_limit, fresh.best_score
+    (3, 3, 0.5)
+    """
+
+    @mark_as_saver
+    def _save(self, path):
+        super()._save(path)
+
+    @mark_as_loader
+    def _recover(self, path, end_of_epoch=True):
+        with open(path, encoding="utf-8") as fin:
+            saved = yaml.safe_load(fin)
+        if isinstance(saved, int):  # the stock class's file: the epoch only
+            warnings.warn(f"{path} holds the epoch but not the early-stopping state; the best epoch and "
+                          "score start afresh")
+            self.current = saved if end_of_epoch else saved - 1
+            return
+        super()._recover(path, end_of_epoch)
 
 
 # RNGState.save gathers from every process: run it on all of them, not on the main one only

@@ -20,6 +20,7 @@ level (Figs. 9, 15) and the segSI-SDR (Figs. 11, 16).  It writes, under ``output
 """
 
 import logging
+from typing import Optional
 import os
 from collections import defaultdict
 
@@ -93,7 +94,7 @@ def _segment_types(batch, num_frames, hp):
     return np.asarray(frames), seg_types, seg_active
 
 
-def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: str = "loss"):
+def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: Optional[str] = "loss"):
     """Runs the test stage over every condition and gating mode.
 
     Arguments
@@ -104,8 +105,9 @@ def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: str 
         Condition name to dataset (items with ``mix_sig``, ``s1_sig``, ``s2_sig``).
     output_folder : str
         Where the CSVs, plots and audio go.
-    min_key : str
-        Checkpoint metadata key selecting the best checkpoint.
+    min_key : str, optional
+        Checkpoint metadata key selecting the best checkpoint; None loads
+        the most recent one (``test_checkpoint: last`` in the recipe).
 
     Returns
     -------

@@ -18,7 +18,7 @@ def test_cli_prepares_folder_corpus(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in save.glob("*.csv"))
-    assert names == ["test_ov100.csv", "test_ov50.csv", "train.csv", "valid.csv"]
+    assert names == ["skipped_files.csv", "test_ov100.csv", "test_ov50.csv", "train.csv", "valid.csv"]
     assert len((save / "train.csv").read_text().strip().splitlines()) == 1 + 3
     assert "test_ov50" in result.stdout
 

@@ -199,5 +199,6 @@ def test_small_yamls_build_the_small_model(yaml, levels, tmp_path):
     assert masknet.utilization_levels == levels and (masknet.gating is None) == (len(levels) == 1)
     assert (hp["N_encoder_out"], hp["num_dual_blocks"], hp["num_layers"], hp["nhead"], hp["d_ffn"]) == (128, 1, 2, 8, 512)
     assert (hp["lr"], hp["alpha"], hp["sd_a"], hp["sd_b"], hp["gating_dropout"]) == (5e-4, 1.0, 0.05, 10.0, 0.3)
-    assert hp["alpha_warmup_epochs"] == 3 and hp["dynamic_mixing"] and hp["training_signal_len"] == 32000
+    assert (hp["full_width_warmup_epochs"], hp["alpha_warmup_epochs"], hp["number_of_epochs"]) == (2, 0, 11)
+    assert hp["dynamic_mixing"] and hp["training_signal_len"] == 32000
     assert (hp["lr_scheduler"].factor, hp["batch_size"]) == (0.5, 2)

@@ -29,8 +29,13 @@ def load_audio(
     sample_rate: int,
     resample: bool = True,
     first_channel: bool = False,
+    downmix: bool = False,
 ) -> np.ndarray:
     """Read a mono audio file as float32 ``[time]`` at ``sample_rate``.
+
+    A missing file is a ``FileNotFoundError``; an unreadable, empty or
+    multi-channel file, or one with NaN or infinite samples, is a
+    ``BadAudioError``; each message names the file and the problem.
 
     Arguments
     ---------
@@ -43,7 +48,11 @@ def load_audio(
         ``ValueError`` (corpora such as ``wav8k`` folders fix the rate).
     first_channel : bool
         If True, keep channel 0 of multi-channel files (WHAM! noise is
-        binaural); otherwise multi-channel files raise ``BadAudioError``.
+        binaural).
+    downmix : bool
+        If True, average the channels of multi-channel files (mixtures to
+        separate).  With neither option multi-channel files raise
+        ``BadAudioError``.
 
     Returns
     -------
@@ -62,18 +71,24 @@ def load_audio(
      ...
     ValueError: ... has a sample rate of 16000 Hz, expected 8000 Hz ...
     """
+    if not pathlib.Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
     try:
         signal, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several error types
         raise BadAudioError(f"cannot read {path} (corrupt or unsupported format: {err})")
     if signal.shape[0] == 0:
         raise BadAudioError(f"{path} is empty (0 samples)")
-    if signal.shape[1] > 1:
-        if not first_channel:
-            raise BadAudioError(
-                f"{path} has {signal.shape[1]} channels; only mono sources are used "
-                "(multi-channel files are skipped, not downmixed)"
-            )
+    bad = int(np.count_nonzero(~np.isfinite(signal)))
+    if bad:
+        raise BadAudioError(f"{path} has {bad} NaN or infinite samples (of {signal.size})")
+    if signal.shape[1] > 1 and downmix:
+        signal = signal.mean(axis=1, keepdims=True)
+    elif signal.shape[1] > 1 and not first_channel:
+        raise BadAudioError(
+            f"{path} has {signal.shape[1]} channels; only mono sources are used "
+            "(multi-channel files are skipped, not downmixed)"
+        )
     signal = signal[:, 0]
     if rate != sample_rate:
         if not resample:

@@ -45,13 +45,34 @@ PAIR_KEYS = ["s1_wav", "s2_wav", "s1_spk", "s2_spk", "s1_start", "s1_end", "s2_s
              "s1_gain", "s2_gain"]
 INT_KEYS = ("s1_start", "s1_end", "s2_start", "s2_end")
 VAD_CACHE = "vad_labels"  # per-source webrtcvad labels, under the data save folder
+# columns a CSV must have (written by prepare_data.py; see speechbrain_dsn.data.prepare)
+PAIR_COLUMNS = ["ID", "duration"] + PAIR_KEYS
+TEST_COLUMNS = ["ID", "duration", "mix_wav", "s1_wav", "s2_wav", "overlap", *INT_KEYS]
+PAIR_NUMBERS = {"duration": float, "s1_gain": float, "s2_gain": float, **{k: int for k in INT_KEYS}}
 
 
-def _read_csv(path: pathlib.Path) -> List[dict]:
+def _read_csv(path: pathlib.Path, required: Sequence[str] = (), numbers: Dict[str, type] = None) -> List[dict]:
+    """Rows of a CSV; a missing column or a value that is not a number is an error naming them."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run prepare_data.py (prepare_dsn_data) first")
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        fields = reader.fieldnames or []
+    missing = [column for column in required if column not in fields]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {', '.join(missing)} (it has {', '.join(fields) or 'none'}); "
+                         f"expected {', '.join(required)}, as written by prepare_data.py")
+    for index, row in enumerate(rows):
+        for column, kind in (numbers or {}).items():
+            if row.get(column) in (None, "") and column not in required:
+                continue
+            try:
+                row[column] = kind(row[column])
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}, row {index + 1} (ID {row.get('ID')!r}): column {column} is "
+                                 f"{row[column]!r}, not {'an integer' if kind is int else 'a number'}") from None
+    return rows
 
 
 class OnTheFlyMixer:
@@ -255,8 +276,8 @@ class MixtureDataset(DynamicItemDataset):
 
 def _pair_dataset(path: pathlib.Path, mixer: OnTheFlyMixer, seed: int, train: bool) -> MixtureDataset:
     """Dataset of on-the-fly mixtures: new draws each epoch for training, fixed ones for validation."""
-    rows = _read_csv(path)
-    data = {row["ID"]: dict(row, duration=float(row["duration"])) for row in rows}
+    rows = _read_csv(path, PAIR_COLUMNS, PAIR_NUMBERS)
+    data = {row["ID"]: dict(row) for row in rows}
     dataset = MixtureDataset(data, seed, epoch=0 if train else None)
     noisy = bool(rows) and "noise_wav" in rows[0]
     keys = ["id"] + PAIR_KEYS + (["noise_wav"] if noisy else [])
@@ -277,12 +298,8 @@ def _pair_dataset(path: pathlib.Path, mixer: OnTheFlyMixer, seed: int, train: bo
 
 
 def _test_dataset(path: pathlib.Path, activity: Optional[ActivityCache] = None) -> DynamicItemDataset:
-    rows = _read_csv(path)
-    data = {}
-    for row in rows:
-        item = dict(row, duration=float(row["duration"]), overlap=float(row["overlap"]))
-        item.update({k: int(row[k]) for k in INT_KEYS})
-        data[row["ID"]] = item
+    rows = _read_csv(path, TEST_COLUMNS, {"duration": float, "overlap": float, **{k: int for k in INT_KEYS}})
+    data = {row["ID"]: dict(row) for row in rows}
     dataset = DynamicItemDataset(data)
     names = ["mix", "s1", "s2"] + (["noise"] if rows and "noise_wav" in rows[0] else [])
 
@@ -351,7 +368,7 @@ def dataio_prep(hparams: dict):
         activity=ActivityCache(hparams["sample_rate"], save_folder / VAD_CACHE),
     )
     train_csv = save_folder / "train.csv"
-    pool = _read_csv(train_csv) if hparams.get("dynamic_mixing", False) else None
+    pool = _read_csv(train_csv, PAIR_COLUMNS, PAIR_NUMBERS) if hparams.get("dynamic_mixing", False) else None
     train_mixer = OnTheFlyMixer(pool=pool, speed_perturb=hparams.get("speed_perturb", False), **common)
     seed = hparams.get("seed", 1234)
     train_data = _pair_dataset(train_csv, train_mixer, seed, train=True)

@@ -27,6 +27,12 @@
   Same columns as the other test CSVs; the boundaries, ``overlap``,
   ``sir_db`` (and ``noise_activity``, ``snr_db``) are measured on the
   released files, ``target_overlap`` is empty.
+* ``skipped_files.csv``: every source file left out, and why (columns
+  ``file, problem``): unreadable or empty files, multi-channel files, files
+  with NaN or infinite samples, and files without speech (silent, or too
+  short to hold the 50 ms speech run of :func:`~speechbrain_dsn.data.vad.speech_boundaries`).
+  Each is also logged.  Files at other sample rates are resampled (folder
+  corpus; the released corpora must have ``sample_rate``).
 * ``prepare_options.json``: the options of the last successful run. Preparation
   is skipped when it matches the current options; otherwise the previous
   outputs are removed and everything is redone. All CSVs are written to
@@ -52,7 +58,8 @@ logger = logging.getLogger(__name__)
 
 CORPORA = ("wsj0-2mix", "wham", "libri2mix", "folder")
 OPTIONS_FILE = "prepare_options.json"
-FORMAT_VERSION = 2  # 2: test_official.csv
+FORMAT_VERSION = 3  # 2: test_official.csv; 3: NaN/Inf and speechless sources skipped, skipped_files.csv
+REPORT_FILE = "skipped_files.csv"  # the source files left out, and why (columns: file, problem)
 OFFICIAL = "official"  # condition name of the released test set
 # folder-corpus defaults sized for the bundled demo (a few CPU minutes end to end)
 FOLDER_DEFAULTS = {"num_train": 24, "num_valid": 4, "num_test": 3, "max_source_seconds": 5.0}
@@ -76,21 +83,33 @@ def condition_name(overlap: float, noise_activity: Optional[float] = None) -> st
 
 
 class _Sources:
-    """Loads sources once, caching their capped VAD boundaries; bad files are skipped."""
+    """Loads sources once, caching their capped VAD boundaries; bad files are skipped and recorded."""
 
     def __init__(self, sample_rate: int, strict_rate: bool, max_source_seconds: Optional[float]):
         self.sample_rate, self.strict_rate, self.cap = sample_rate, strict_rate, max_source_seconds
         self.bounds: Dict[pathlib.Path, tuple] = {}
+        self.skipped: Dict[pathlib.Path, str] = {}  # file -> problem
+
+    def _skip(self, path: pathlib.Path, problem: str):
+        self.skipped[path] = problem
+        logger.warning("skipping source %s: %s", path, problem)
 
     def load(self, path: pathlib.Path):
         """Return ``(signal, capped_bounds)`` or ``None`` (with a warning) for a bad file."""
+        if path in self.skipped:
+            return None
         try:
             signal = load_audio(path, self.sample_rate, resample=not self.strict_rate)
-        except BadAudioError as err:
-            logger.warning("skipping source: %s", err)
+        except (BadAudioError, FileNotFoundError) as err:
+            self._skip(path, str(err))
             return None
         if path not in self.bounds:
-            start, end = speech_boundaries(signal, self.sample_rate)
+            found = speech_boundaries(signal, self.sample_rate, fallback=False)
+            if found is None:
+                self._skip(path, f"no speech found in {path} ({len(signal) / self.sample_rate:.3g} s; silent, "
+                                 "or shorter than a 50 ms run of speech)")
+                return None
+            start, end = found
             if self.cap is not None and end - start > self.cap * self.sample_rate:
                 # last speech sample before the cap, so the bounds match what the VAD
                 # will measure on the capped source once it is mixed
@@ -238,7 +257,7 @@ def _official_rows(mixtures: List[corpora.OfficialMixture], sample_rate: int, no
 
 
 def _write_csv(path: pathlib.Path, fields: List[str], rows: List[dict]):
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
@@ -257,8 +276,18 @@ def _write_all_atomically(tables: Dict[pathlib.Path, tuple]):
             temp.unlink(missing_ok=True)
 
 
+def _write_report(save_folder: pathlib.Path, skipped: Dict[pathlib.Path, str]):
+    """``skipped_files.csv`` (temporary file + rename) and a summary in the log."""
+    _write_all_atomically({save_folder / REPORT_FILE: (["file", "problem"], [
+        {"file": str(path), "problem": problem} for path, problem in sorted(skipped.items())])})
+    if skipped:
+        logger.warning("skipped %d unusable source files, listed with their problems in %s", len(skipped),
+                       save_folder / REPORT_FILE)
+
+
 def _remove_previous_outputs(save_folder: pathlib.Path):
-    """Delete the marker and the CSVs of an earlier run (so none goes stale)."""
+    """Delete the marker, the CSVs and the report of an earlier run (so none goes stale)."""
+    (save_folder / REPORT_FILE).unlink(missing_ok=True)
     marker = save_folder / OPTIONS_FILE
     if marker.is_file():
         try:
@@ -391,6 +420,26 @@ def prepare_dsn_data(
         mixtures = _subset(mixtures, sizes["test"], seed)
         logger.info("official test set: %d mixtures from %s", len(mixtures), mixtures[0].mix.parent)
     sources = _Sources(sample_rate, strict_rate=corpus != "folder", max_source_seconds=cap)
+    try:
+        _prepare_tables(corpus, data_folder, save_folder, sources, paths, sizes, seed, noisy, activities,
+                        test_overlaps, audio_subtype, official, mixtures, sample_rate, noise_folder)
+    except (ValueError, RuntimeError) as err:
+        if not sources.skipped:
+            raise
+        _write_report(save_folder, sources.skipped)  # the skipped files may be why it failed
+        if type(err) not in (ValueError, RuntimeError):
+            raise
+        raise type(err)(f"{err} ({len(sources.skipped)} source files were skipped, listed with their "
+                        f"problems in {save_folder / REPORT_FILE})") from err
+    _write_report(save_folder, sources.skipped)
+    _write_json_atomically(marker, options)
+    logger.info("wrote %s", ", ".join(outputs))
+    return paths
+
+
+def _prepare_tables(corpus, data_folder, save_folder, sources, paths, sizes, seed, noisy, activities,
+                    test_overlaps, audio_subtype, official, mixtures, sample_rate, noise_folder):
+    """Every CSV of :func:`prepare_dsn_data`, written together (temporary files + renames)."""
     if corpus == "folder":
         pairs = _folder_pairs(data_folder, seed, sources, sizes)
     else:
@@ -419,11 +468,7 @@ def prepare_dsn_data(
     for path, (_, rows) in tables.items():
         if not rows:
             raise RuntimeError(f"no usable examples for {path.name}; see the warnings above")
-
     _write_all_atomically(tables)
-    _write_json_atomically(marker, options)
-    logger.info("wrote %s", ", ".join(outputs))
-    return paths
 
 
 def load_options(save_folder) -> dict:

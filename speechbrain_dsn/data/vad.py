@@ -143,7 +143,8 @@ def speech_boundaries(
     frame_ms: int = 10,
     mode: int = 2,
     min_speech_ms: int = 50,
-) -> Tuple[int, int]:
+    fallback: bool = True,
+) -> Optional[Tuple[int, int]]:
     """First and last speech sample of an utterance (leading/trailing silence excluded).
 
     Isolated blips (clicks, breaths) are ignored: only runs of at least
@@ -164,6 +165,9 @@ def speech_boundaries(
         soft first word, which would move the boundary by hundreds of ms.
     min_speech_ms : int
         Shortest run of speech that counts as speech.
+    fallback : bool
+        What to return when no speech run is found: the whole signal if
+        True, None if False.
 
     Returns
     -------
@@ -171,7 +175,7 @@ def speech_boundaries(
         Speech region ``signal[start:end]`` in samples (``end`` exclusive).
         When no speech run is found (silence, zeros, empty input) this falls
         back to the whole signal, ``(0, len(signal))``, so that callers can
-        always mix the utterance.
+        always mix the utterance (``None`` with ``fallback=False``).
 
     Example
     -------
@@ -183,8 +187,8 @@ def speech_boundaries(
     >>> start, end = speech_boundaries(signal, sr)
     >>> sr <= start <= 1.15 * sr, 1.9 * sr <= end <= 2 * sr
     (True, True)
-    >>> speech_boundaries(np.zeros(4000), sr)
-    (0, 4000)
+    >>> speech_boundaries(np.zeros(4000), sr), speech_boundaries(np.zeros(4000), sr, fallback=False)
+    ((0, 4000), None)
     """
     mask = speech_activity(signal, sample_rate, frame_ms, mode)
     num = len(mask)
@@ -194,7 +198,7 @@ def speech_boundaries(
     run_ends = np.flatnonzero(changes == -1)
     keep = (run_ends - run_starts) >= max(1, min_speech_ms * sample_rate // 1000)
     if not keep.any():
-        return 0, num
+        return (0, num) if fallback else None
     return int(run_starts[keep][0]), int(run_ends[keep][-1])
 
 
