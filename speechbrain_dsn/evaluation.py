@@ -265,12 +265,23 @@ def _bss_eval_sdr(estimates: torch.Tensor, targets: torch.Tensor, filter_length:
             # [C', T]; the torch backend (fast_bss_eval's numpy one fails under numpy 2).
             # A source's SDR depends only on its own reference, so dropping silent
             # ones leaves the others unchanged.
-            out[b, active] = fast_bss_eval.bss_eval_sources(
-                targets[b][:, active].T.contiguous(),
-                estimates[b][:, active].T.contiguous(),
-                filter_length=filter_length,
-                compute_permutation=False,
-            )[0]
+            args = (targets[b][:, active].T.contiguous(), estimates[b][:, active].T.contiguous())
+            try:
+                sdr = fast_bss_eval.bss_eval_sources(*args, filter_length=filter_length, compute_permutation=False)[0]
+            except RuntimeError as err:
+                # torch 2.14 (CPU, MKL): after torch.set_num_threads(1) and back to more threads,
+                # torch.linalg.solve fails ("Pivots given to lu_solve ...") until it runs on one
+                # thread again; measured here, so retry on one thread.
+                if "lu_solve" not in str(err):
+                    raise
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+                try:
+                    sdr = fast_bss_eval.bss_eval_sources(*args, filter_length=filter_length,
+                                                         compute_permutation=False)[0]
+                finally:
+                    torch.set_num_threads(threads)
+            out[b, active] = sdr
     return out
 
 

@@ -27,10 +27,10 @@ def data(tmp_path_factory):
 
 @pytest.fixture
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    # Not torch.set_num_threads(1): raising the thread count again afterwards breaks
+    # torch.linalg.solve under MKL for the rest of the process (torch 2.14 CPU, measured),
+    # which the SDR metric of later tests needs.
     yield
-    torch.set_num_threads(threads)
 
 
 class Recorder(DSNBrain):
