@@ -17,10 +17,11 @@ d. with gating dropout, external gating at U = 0.125 is within 1.5 dB of the
 Networks: static U = 0.125, static U = 1.0, the two-level DSN U = {0.125, 1.0}
 (SD weighting, gating dropout 0.3) and the same DSN without gating dropout.
 The data are prepared once (``prepare_data.py``, speaker-disjoint splits) and
-shared by the four runs. Two jobs of one thread each run at a time, longest
-first. Usage::
+shared by the four runs. By default all four jobs run at once with one thread
+each (``--jobs``, ``--threads``). The test stage evaluates the last checkpoint
+(``--test_checkpoint``). Usage::
 
-    python benchmarks/replicate.py                 # about 90 minutes on 2 cores
+    python benchmarks/replicate.py                 # about 80 minutes on 2 cores
     python benchmarks/replicate.py --smoke         # pipeline check, a few minutes
     python benchmarks/replicate.py --report_only   # re-read finished runs
 
