@@ -9,7 +9,6 @@ gloo does not work, the tests fail.
 
 import importlib.util
 import os
-import types
 
 import pytest
 import speechbrain as sb
@@ -20,20 +19,11 @@ from torch.nn.parallel import DistributedDataParallel
 from speechbrain_dsn.brain import DSNBrain
 from speechbrain_dsn.model import unwrap
 from speechbrain_dsn.recipe import load_hparams
+from tests.test_brain import _batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(N_encoder_out=16, nhead=2, d_ffn=32, num_layers=1, num_dual_blocks=1, chunk_size=10,
             gating_channels=8, gating_d_ffn=16, training_signal_len=4000)
-
-
-class _Batch(types.SimpleNamespace):
-    def to(self, device):
-        return self
-
-
-def _batch(T=1600):
-    s1, s2 = torch.randn(2, T), torch.randn(2, T)
-    return _Batch(mix_sig=(s1 + s2, None), s1_sig=(s1, None), s2_sig=(s2, None))
 
 
 @pytest.fixture

@@ -125,12 +125,7 @@ def find_wsj0_2mix(data_folder, sample_rate: int) -> Dict[str, List[SourcePair]]
 
 def _wsj0_base(data_folder, sample_rate: int) -> pathlib.Path:
     """The ``<root>/2speakers/wav8k/min`` folder holding ``{tr,cv,tt}``."""
-    root, rate = pathlib.Path(data_folder), _rate_folder(sample_rate)
-    candidates = []
-    for mode in ("min", "max"):
-        candidates += [root / "2speakers" / rate / mode, root / rate / mode, root / mode]
-    candidates.append(root)
-    return _find_root(candidates, [f"{s}/s1" for s in WSJ0_SPLITS.values()], WSJ0_LAYOUT, data_folder)
+    return _mode_root(data_folder, "2speakers", sample_rate, [f"{s}/s1" for s in WSJ0_SPLITS.values()], WSJ0_LAYOUT)
 
 
 def _wham_noise_root(data_folder, noise_folder) -> pathlib.Path:
@@ -183,12 +178,17 @@ def find_libri2mix(data_folder, sample_rate: int, noisy: bool = False) -> Dict[s
 
 def _libri_base(data_folder, sample_rate: int) -> pathlib.Path:
     """The ``<root>/Libri2Mix/wav8k/min`` folder holding ``{train-*,dev,test}``."""
+    return _mode_root(data_folder, "Libri2Mix", sample_rate, ["dev/s1", "test/s1"], LIBRI_LAYOUT)
+
+
+def _mode_root(data_folder, corpus_folder: str, sample_rate: int, required, layout: str) -> pathlib.Path:
+    """``<root>/<corpus_folder>/wav8k/{min,max}`` (or a part of that path) holding ``required``."""
     root, rate = pathlib.Path(data_folder), _rate_folder(sample_rate)
     candidates = []
     for mode in ("min", "max"):
-        candidates += [root / "Libri2Mix" / rate / mode, root / rate / mode, root / mode]
+        candidates += [root / corpus_folder / rate / mode, root / rate / mode, root / mode]
     candidates.append(root)
-    return _find_root(candidates, ["dev/s1", "test/s1"], LIBRI_LAYOUT, data_folder)
+    return _find_root(candidates, required, layout, data_folder)
 
 
 def _wham_mix_test_dir(data_folder, sample_rate: int, noise_folder=None, wham_folder=None) -> pathlib.Path:

@@ -208,8 +208,8 @@ class ActivityCache:
     The one definition of speech activity used by training (the silence and
     single-speaker segments of the eq. 20 weighting) and by evaluation (the
     segment types of Figs. 9, 11): :func:`speech_activity` of the file as
-    read at ``sample_rate``.  Labels are kept in memory and, when ``folder`` is
-    given, on disk as one packed ``.npy`` per file (written atomically, keyed
+    read at ``sample_rate``.  Labels are kept on disk when ``folder`` is
+    given, as one packed ``.npz`` per file (written atomically, keyed
     by the file's absolute path, size and modification time and the rate), so
     DataLoader workers, DDP processes and later runs share them.
 
@@ -253,9 +253,12 @@ class ActivityCache:
 
         ``signal`` may pass the file's samples (as read at ``sample_rate``)
         when the caller has them already; it must be the whole file.
+        With a ``folder``, labels are read from disk on every call (a few kB,
+        beside the audio read itself) rather than held in memory, so that
+        each DataLoader worker does not keep the labels of a whole corpus.
         """
         path = os.fspath(path)
-        if path in self._memory:
+        if self.folder is None and path in self._memory:
             return self._memory[path]
         cached = self._file(path) if self.folder else None
         labels = _load_labels(cached) if cached else None
@@ -267,7 +270,8 @@ class ActivityCache:
             labels = speech_activity(signal, self.sample_rate)
             if cached:
                 _save_labels(cached, labels)
-        self._memory[path] = labels
+        if self.folder is None:
+            self._memory[path] = labels
         return labels
 
 
