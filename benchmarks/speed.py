@@ -49,18 +49,16 @@ import warnings
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 import torch  # noqa: E402
-from speechbrain.lobes.models.dual_path import SepformerWrapper  # noqa: E402
 from speechbrain.nnet.losses import get_si_snr_with_pitwrapper  # noqa: E402
 
 from speechbrain_dsn.complexity import gmacs_per_second, track_gmacs  # noqa: E402
-from speechbrain_dsn.model import PAPER_CONFIG, DSNSepformer  # noqa: E402
+from speechbrain_dsn.config import DSNConfig  # noqa: E402
+from speechbrain_dsn.model import DSNSepformer, stock_sepformer  # noqa: E402
 
 LEVELS = (0.125, 0.25, 0.5, 0.75, 1.0)
 #: d_model 32, one layer per block: a configuration for smoke tests.
-TINY_CONFIG = dict(
-    encoder_kernel_size=16, encoder_out_nchannels=32, masknet_chunksize=10, masknet_numlayers=1,
-    intra_numlayers=1, inter_numlayers=1, intra_nhead=4, inter_nhead=4, intra_dffn=64, inter_dffn=64,
-)
+TINY_CONFIG = {**DSNConfig.paper(), "N_encoder_out": 32, "chunk_size": 10, "num_dual_blocks": 1, "num_layers": 1,
+               "nhead": 4, "d_ffn": 64}
 #: issue 4 targets: name -> (numerator, denominator, bound, description)
 TARGETS = {
     "a_low_vs_full_masker": ("masker U=lowest", "masker U=1.0", 1 / 5.0, "U=0.125 >= 5.0x faster than U=1.0"),
@@ -118,10 +116,11 @@ def peak_memory_mb(fn, device):
 
 def build_models(tiny, device):
     """(DSN with the five levels, static U=1.0 DSN, stock SepFormer), in eval mode."""
-    config = TINY_CONFIG if tiny else PAPER_CONFIG
-    dsn = DSNSepformer(utilization_levels=LEVELS, **config)
-    static = DSNSepformer(utilization_levels=[1.0], **config)
-    stock = SepformerWrapper(**config)
+    # dropout 0.1, as in the stock SepformerWrapper (its training step is timed too)
+    config = {**(TINY_CONFIG if tiny else DSNConfig.paper()), "dropout": 0.1}
+    dsn = DSNSepformer.from_config({**config, "utilization_levels": list(LEVELS)})
+    static = DSNSepformer.from_config({**config, "utilization_levels": [1.0]})
+    stock = stock_sepformer(config)
     # Same weights everywhere (the stock keys are a subset of the DSN's).
     stock.load_state_dict(dsn.state_dict(), strict=False)
     static.load_state_dict(stock.state_dict())

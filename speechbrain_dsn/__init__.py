@@ -8,7 +8,7 @@ SpeechBrain plugin.
 from .gating import GatingModule
 from .masker import DSNMasker
 from .model import DSNSepformer
-from .slimmable import SlimmableTransformerBlock
+from .layers import SlimmableTransformerBlock
 
 __all__ = ["DSNMasker", "DSNSepformer", "GatingModule", "SlimmableTransformerBlock"]
 __version__ = "0.1.0"

@@ -30,28 +30,35 @@ __all__ = ["DSNBrain"]
 class DSNBrain(sb.Brain):
     """Trains encoder, DSN masker and decoder (``modules`` of the recipe YAML).
 
-    Reads these hyperparameters: ``num_spks``, ``utilization_levels``,
-    ``alpha``, ``weighting``, ``sd_a``, ``sd_b``, ``segment_ms``,
-    ``gating_dropout``, ``sample_rate``, ``kernel_size``, ``kernel_stride``,
-    ``lr_scheduler``, ``epoch_counter``, ``train_logger``, and optionally
-    ``step_log`` (see :meth:`on_fit_batch_end`).
+    Reads the hyperparameters of :data:`HPARAMS` (all required: a missing one
+    is an error naming it, not a default in code) plus ``lr_scheduler``,
+    ``epoch_counter`` and ``train_logger`` when it trains.
 
     Example
     -------
     >>> import torch
     >>> from speechbrain_dsn.model import DSNSepformer
-    >>> model = DSNSepformer(encoder_out_nchannels=16, masknet_chunksize=10,
-    ...     intra_numlayers=1, inter_numlayers=1, intra_nhead=2, inter_nhead=2,
-    ...     intra_dffn=32, inter_dffn=32, utilization_levels=[0.5, 1.0])
+    >>> model = DSNSepformer.paper_config([0.5, 1.0], N_encoder_out=16, chunk_size=10, num_dual_blocks=1,
+    ...                                   num_layers=1, nhead=2, d_ffn=32)
     >>> modules = {"encoder": model.encoder, "masknet": model.masknet, "decoder": model.decoder}
-    >>> brain = DSNBrain(modules, hparams={"num_spks": 2, "utilization_levels": [0.5, 1.0],
-    ...     "kernel_size": 16, "kernel_stride": 8, "sample_rate": 8000})
+    >>> hparams = dict(num_spks=2, sample_rate=8000, kernel_size=16, kernel_stride=8, alpha=1.0, weighting="sd",
+    ...                sd_a=0.05, sd_b=30.0, sd_form="printed", segment_ms=96.0, gating_dropout=0.3,
+    ...                alpha_warmup_epochs=0, full_width_warmup_epochs=0, step_log=None)
+    >>> brain = DSNBrain(modules, hparams=hparams)
     >>> brain.separate(torch.randn(1, 800), utilization=0.5).shape
     torch.Size([1, 800, 2])
     """
 
+    #: Hyperparameters read by the brain (see ``hparams/base.yaml``).
+    HPARAMS = ("num_spks", "sample_rate", "kernel_size", "kernel_stride", "alpha", "weighting", "sd_a", "sd_b",
+               "sd_form", "segment_ms", "gating_dropout", "alpha_warmup_epochs", "full_width_warmup_epochs",
+               "step_log")
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        missing = [k for k in self.HPARAMS if not hasattr(self.hparams, k)]
+        if missing:
+            raise KeyError(f"DSNBrain needs the hyperparameters {missing} (see hparams/base.yaml)")
         # --debug points each process's checkpointer at its own temporary folder; under
         # DDP the processes then disagree on the checkpoints to delete and deadlock in
         # Checkpointer.delete_checkpoints.  All processes use the main process's folder.
@@ -98,9 +105,8 @@ class DSNBrain(sb.Brain):
 
     def _in_full_width_warmup(self) -> bool:
         """True in the first ``full_width_warmup_epochs`` training epochs (0 in the paper)."""
-        warmup = getattr(self.hparams, "full_width_warmup_epochs", 0)
-        counter = getattr(self.hparams, "epoch_counter", None)
-        return self.is_dynamic and warmup > 0 and counter is not None and counter.current <= warmup
+        warmup = self.hparams.full_width_warmup_epochs
+        return self.is_dynamic and warmup > 0 and self.hparams.epoch_counter.current <= warmup
 
     def _gating_dropout(self) -> Optional[float]:
         """A level for all frames with probability ``gating_dropout`` (Section IV-C).
@@ -111,7 +117,7 @@ class DSNBrain(sb.Brain):
         """
         if self._in_full_width_warmup():
             return self.levels[-1]
-        p = getattr(self.hparams, "gating_dropout", 0.0)
+        p = self.hparams.gating_dropout
         if not self.is_dynamic or p <= 0 or float(torch.rand(())) >= p:
             return None
         return self.levels[int(torch.randint(len(self.levels), ()))]
@@ -140,15 +146,15 @@ class DSNBrain(sb.Brain):
             utilization,
             self.levels,
             alpha=self.alpha(stage),
-            weighting=getattr(hp, "weighting", "sd"),
-            a=getattr(hp, "sd_a", 0.05),
-            b=getattr(hp, "sd_b", 30.0),
+            weighting=hp.weighting,
+            a=hp.sd_a,
+            b=hp.sd_b,
             sample_rate=hp.sample_rate,
             frame_hop=hp.kernel_stride,
             frame_length=hp.kernel_size,
-            segment_ms=getattr(hp, "segment_ms", 96.0),
+            segment_ms=hp.segment_ms,
             activity=self._labels(batch),
-            sd_form=getattr(hp, "sd_form", "printed"),
+            sd_form=hp.sd_form,
         )
         if torch.isfinite(out["loss"]):  # a non-finite batch is skipped (skip_nonfinite_grads), not counted
             self._track(out, self.masknet.last_utilization)
@@ -163,12 +169,10 @@ class DSNBrain(sb.Brain):
         Validation and test always use ``alpha``, so that validation losses
         (LR schedule, best checkpoint) stay comparable across epochs.
         """
-        alpha = getattr(self.hparams, "alpha", 1.0)
-        warmup = getattr(self.hparams, "alpha_warmup_epochs", 0)
-        counter = getattr(self.hparams, "epoch_counter", None)
-        if warmup <= 0 or counter is None or stage != sb.Stage.TRAIN:
+        alpha, warmup = self.hparams.alpha, self.hparams.alpha_warmup_epochs
+        if warmup <= 0 or stage != sb.Stage.TRAIN:
             return alpha
-        return alpha * min(1.0, max(counter.current - 1, 0) / warmup)
+        return alpha * min(1.0, max(self.hparams.epoch_counter.current - 1, 0) / warmup)
 
     def _labels(self, batch) -> Optional[torch.Tensor]:
         """The batch's per-sample webrtcvad labels [B, T, spks], if it has them."""
@@ -189,8 +193,7 @@ class DSNBrain(sb.Brain):
         stats["complexity"] += float(out["complexity"].detach())
         stats["batches"] += 1
         used = used.detach().reshape(-1)
-        levels = torch.tensor(self.levels, device=used.device)
-        index = (used[:, None] - levels).abs().argmin(-1)
+        index = self.masknet.levels.index(used)
         stats["histogram"] += torch.bincount(index, minlength=len(self.levels)).cpu()
         stats["utilization"] += float(used.sum())
 
@@ -200,7 +203,7 @@ class DSNBrain(sb.Brain):
         (the loss of the global batch), written by the main process, and
         ``gating`` is the main process's (``internal`` or ``external_<level>``
         under gating dropout)."""
-        path = getattr(self.hparams, "step_log", None)
+        path = self.hparams.step_log
         if not path:
             return
         loss = loss.detach().float().reshape(1).clone()
@@ -215,12 +218,12 @@ class DSNBrain(sb.Brain):
             gating = "internal"
         else:
             gating = f"external_{float(self.masknet.last_utilization.reshape(-1)[0]):g}"
-        counter = getattr(self.hparams, "epoch_counter", None)
+        counter = self.hparams.epoch_counter
         new = not os.path.exists(path)
         with open(path, "a") as fout:
             if new:
                 fout.write("epoch,step,loss,gating\n")
-            fout.write(f"{getattr(counter, 'current', '')},{self.step},{float(loss)!r},{gating}\n")
+            fout.write(f"{counter.current},{self.step},{float(loss)!r},{gating}\n")
 
     def on_stage_start(self, stage, epoch=None):
         """Resets the running statistics; selects the epoch's training mixtures."""

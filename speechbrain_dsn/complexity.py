@@ -23,10 +23,9 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from .layers import SlimmableFeedForward, SlimmableMultiheadAttention
+from .levels import Levels, slim_width
 from .model import separate, unwrap
-from .routing import slim_width
-from .attention import SlimmableMultiheadAttention
-from .feedforward import SlimmableFeedForward
 
 __all__ = [
     "TABLE_I",
@@ -89,16 +88,14 @@ def gmacs_per_second(
     Example
     -------
     >>> from speechbrain_dsn.model import DSNSepformer
-    >>> model = DSNSepformer(encoder_out_nchannels=32, masknet_chunksize=10,
-    ...     intra_numlayers=1, inter_numlayers=1, intra_nhead=4, inter_nhead=4,
-    ...     intra_dffn=64, inter_dffn=64, utilization_levels=[0.25, 1.0])
+    >>> model = DSNSepformer.paper_config(utilization_levels=[0.25, 1.0], N_encoder_out=32, chunk_size=10,
+    ...                                   num_layers=1, nhead=4, d_ffn=64)
     >>> low, high = (gmacs_per_second(model, u, seconds=0.5) for u in (0.25, 1.0))
     >>> 0 < low < high
     True
     """
     from torchprofile import profile_macs
 
-    _count_in_place_matmuls()
     encoder, masknet, decoder = _parts(model)
     separator = _Separator(encoder, masknet, decoder, utilization)
     modes = [m.training for m in separator.modules()]
@@ -143,17 +140,6 @@ def gating_gmacs(model, seconds: float = 4.0, sample_rate: int = 8000) -> float:
     return macs / seconds / 1e9
 
 
-def _count_in_place_matmuls():
-    """Lets torchprofile count ``addmm_``, which it does not know by default.
-
-    Without autograd the sliced layers accumulate their output projections
-    into the residual stream with ``addmm_`` (same operands as ``addmm``).
-    """
-    from torchprofile.handlers import HANDLER_MAP
-
-    HANDLER_MAP.setdefault("aten::addmm_", HANDLER_MAP["aten::addmm"])
-
-
 def active_parameters(model, utilization: Optional[float] = None, include_gating: bool = False) -> int:
     """Number of parameters used at a fixed utilization (Table I "Params").
 
@@ -173,7 +159,7 @@ def active_parameters(model, utilization: Optional[float] = None, include_gating
 
     Example
     -------
-    >>> from speechbrain_dsn.slimmable import SlimmableTransformerBlock
+    >>> from speechbrain_dsn.layers import SlimmableTransformerBlock
     >>> block = SlimmableTransformerBlock(1, 32, 4, d_ffn=64, utilization_levels=[0.25, 1.0])
     >>> active_parameters(block, 1.0) == sum(p.numel() for p in block.parameters())
     True
@@ -202,12 +188,8 @@ def active_parameters(model, utilization: Optional[float] = None, include_gating
 
 
 def _level(levels, utilization):
-    if utilization is None:
-        return len(levels) - 1
-    for k, u in enumerate(levels):
-        if abs(u - utilization) < 1e-6:
-            return k
-    raise ValueError(f"utilization {utilization} is not among the levels {levels}")
+    levels = Levels(levels)
+    return levels.top if utilization is None else levels.index(float(utilization))
 
 
 def slimmable_layer_macs(
@@ -272,11 +254,11 @@ def track_gmacs(level_gmacs: Dict[float, float], utilization: torch.Tensor) -> f
     >>> track_gmacs({0.125: 4.0, 1.0: 28.0}, torch.tensor([0.125, 1.0, 1.0, 0.125]))
     16.0
     """
-    u = utilization.detach().reshape(-1).float().cpu()
-    total = 0.0
-    for level, gmacs in level_gmacs.items():
-        total += float((u - level).abs().lt(1e-4).float().mean()) * gmacs
-    return total
+    levels = Levels(level_gmacs)
+    index = levels.index(utilization.detach().reshape(-1).float().cpu())
+    share = torch.bincount(index, minlength=len(levels)).double() / index.numel()
+    costs = [level_gmacs[u] for u in sorted(level_gmacs)]
+    return float(sum(float(s) * c for s, c in zip(share, costs)))
 
 
 def complexity_table(build, levels: Sequence[float], seconds: float = 4.0, sample_rate: int = 8000):

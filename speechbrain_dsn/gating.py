@@ -17,6 +17,13 @@ estimator without Gumbel noise: the argmax forward, the gradients of
 ``softmax(logits / tau)``.  Training then draws no random numbers in the gate,
 which makes runs comparable across process counts (``tests/test_ddp.py``).
 
+A gating policy is any ``nn.Module`` class built as ``Policy(in_channels=F,
+num_levels=K, chunk_size=C, norm=norm, **its own options)`` whose forward maps
+the encoded mixture [B, F, T] to one-hot gates [B, T, K] (straight-through in
+training, so that eq. 18 trains it).  The recipe names it in YAML
+(``gating: !name:speechbrain_dsn.gating.GatingModule``, options below it) and
+the masker builds it; a new policy is a new class named there.
+
 Shapes: B batch, F encoder channels, F' bottleneck channels, T frames,
 C chunk size, S number of chunks, K levels.
 """

@@ -14,82 +14,67 @@ import uuid
 from typing import Optional, Union
 
 import torch
+import yaml
 from speechbrain.inference.separation import SepformerSeparation
 from speechbrain.utils.data_utils import split_path
 from speechbrain.utils.fetching import LocalStrategy, fetch
 
+from .config import DSNConfig
 from .data.audio import load_audio
 from .model import separate, unwrap
 
-__all__ = ["DSNSeparation", "export_inference_folder", "MODEL_KEYS"]
+__all__ = ["DSNSeparation", "FORMAT", "export_inference_folder", "inference_hparams"]
 
-#: Recipe keys that define the architecture (copied into hyperparams.yaml).
-MODEL_KEYS = (
-    "sample_rate", "num_spks", "utilization_levels", "kernel_size", "kernel_stride", "N_encoder_out",
-    "num_dual_blocks", "num_layers", "nhead", "d_ffn", "chunk_size", "gating_channels", "gating_nhead",
-    "gating_d_ffn", "gating_context", "gumbel_tau",
-)
+#: Version of the inference-folder layout: 2 stores the model config (``model_config``);
+#: folders of version 1 (a template with ``speechbrain_dsn.slimmable``) are converted by
+#: ``python -m speechbrain_dsn.convert DIR``.
+FORMAT = 2
 
-_TEMPLATE = """\
-# Dynamic slimmable SepFormer (speechbrain-dsn) for inference.
+_HEADER = """\
+# Dynamic slimmable SepFormer (speechbrain-dsn) for inference, folder format {format}.
 # Load with speechbrain.inference.separation.SepformerSeparation.from_hparams
 # or speechbrain_dsn.inference.DSNSeparation.from_hparams (external gating).
+# The architecture is `model_config` (speechbrain_dsn.config.DSNConfig).
 
-{values}
+"""
 
-encoder: !new:speechbrain.lobes.models.dual_path.Encoder
-    kernel_size: !ref <kernel_size>
-    out_channels: !ref <N_encoder_out>
-
-# DSNMasker deep-copies a block passed as both intra and inter model.
-transformer_block: !new:speechbrain_dsn.slimmable.SlimmableTransformerBlock
-    num_layers: !ref <num_layers>
-    d_model: !ref <N_encoder_out>
-    nhead: !ref <nhead>
-    d_ffn: !ref <d_ffn>
-    dropout: 0.0
-    use_positional_encoding: True
-    norm_before: True
-    utilization_levels: !ref <utilization_levels>
-
-masknet: !new:speechbrain_dsn.masker.DSNMasker
-    in_channels: !ref <N_encoder_out>
-    out_channels: !ref <N_encoder_out>
-    intra_model: !ref <transformer_block>
-    inter_model: !ref <transformer_block>
-    num_layers: !ref <num_dual_blocks>
-    norm: ln
-    K: !ref <chunk_size>
-    num_spks: !ref <num_spks>
-    skip_around_intra: True
-    linear_layer_after_inter_intra: False
-    gating_channels: !ref <gating_channels>
-    gating_nhead: !ref <gating_nhead>
-    gating_d_ffn: !ref <gating_d_ffn>
-    gating_context: !ref <gating_context>
-    gumbel_tau: !ref <gumbel_tau>
-
-decoder: !new:speechbrain.lobes.models.dual_path.Decoder
-    in_channels: !ref <N_encoder_out>
-    out_channels: 1
-    kernel_size: !ref <kernel_size>
-    stride: !ref <kernel_stride>
-    bias: False
+_WIRING = """
+model: !apply:speechbrain_dsn.model.DSNSepformer.from_config [!ref <model_config>]
+num_spks: !ref <model_config[num_spks]>
+utilization_levels: !ref <model_config[utilization_levels]>
+kernel_size: !ref <model_config[kernel_size]>
+kernel_stride: !ref <model_config[kernel_size]> // 2
 
 modules:
-    encoder: !ref <encoder>
-    masknet: !ref <masknet>
-    decoder: !ref <decoder>
+    encoder: !ref <model.encoder>
+    masknet: !ref <model.masknet>
+    decoder: !ref <model.decoder>
 
 pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
     loadables:
-        encoder: !ref <encoder>
-        masknet: !ref <masknet>
-        decoder: !ref <decoder>
+        encoder: !ref <model.encoder>
+        masknet: !ref <model.masknet>
+        decoder: !ref <model.decoder>
 """
 
 
-def export_inference_folder(hparams: dict, modules, folder: str) -> str:
+def inference_hparams(model_config: dict, sample_rate: int) -> str:
+    """The ``hyperparams.yaml`` text of an inference folder for a model config.
+
+    Example
+    -------
+    >>> from speechbrain_dsn.config import DSNConfig
+    >>> text = inference_hparams(DSNConfig.paper(), 8000)
+    >>> "model_config:" in text and "DSNSepformer.from_config" in text
+    True
+    """
+    config = DSNConfig.from_dict(dict(model_config)).to_dict()
+    values = yaml.safe_dump({"sample_rate": int(sample_rate), "model_config": config}, sort_keys=False,
+                            default_flow_style=None)
+    return _HEADER.format(format=FORMAT) + values + _WIRING
+
+
+def export_inference_folder(model_config: dict, modules, folder: str, sample_rate: int) -> str:
     """Writes an inference-ready folder for a trained model.
 
     The files are written into a hidden folder beside ``folder``, which then
@@ -99,23 +84,22 @@ def export_inference_folder(hparams: dict, modules, folder: str) -> str:
 
     Arguments
     ---------
-    hparams : dict
-        Recipe hyperparameters holding every key of :data:`MODEL_KEYS`.
+    model_config : dict
+        The architecture, ``DSNSepformer.get_config()`` (the recipe's ``model``).
     modules : dict
         ``encoder``, ``masknet`` and ``decoder`` with trained weights (plain
         or DDP-wrapped, as in ``Brain.modules`` under torchrun).
     folder : str
         Output folder (created).
+    sample_rate : int
+        Sampling rate of the model's audio.
 
     Returns
     -------
     str
         The folder.
     """
-    missing = [k for k in MODEL_KEYS if k not in hparams]
-    if missing:
-        raise KeyError(f"hparams lack the model keys {missing}")
-    values = "\n".join(f"{k}: {_yaml_value(hparams[k])}" for k in MODEL_KEYS)
+    text = inference_hparams(model_config, sample_rate)
     target = os.path.abspath(folder)
     parent, name = os.path.split(target)
     os.makedirs(parent, exist_ok=True)
@@ -128,7 +112,7 @@ def export_inference_folder(hparams: dict, modules, folder: str) -> str:
             path = os.path.join(staging, file)
             if module is None:
                 with open(path, "w") as fout:
-                    fout.write(_TEMPLATE.format(values=values))
+                    fout.write(text)
             else:
                 torch.save(unwrap(modules[module]).state_dict(), path)
             _fsync(path)
@@ -156,12 +140,6 @@ def _fsync(path: str):
         os.fsync(fin.fileno())
 
 
-def _yaml_value(value):
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(str(float(v)) for v in value) + "]"
-    return str(value)
-
-
 class DSNSeparation(SepformerSeparation):
     """SpeechBrain separation interface with external gating.
 
@@ -175,6 +153,16 @@ class DSNSeparation(SepformerSeparation):
     rates resampled.
     """
 
+    @classmethod
+    def from_hparams(cls, source, *args, **kwargs):
+        """SpeechBrain's ``from_hparams``; a format-1 folder is an error that says how to convert it."""
+        from .convert import is_legacy_folder
+
+        if os.path.isdir(str(source)) and is_legacy_folder(str(source)):
+            raise ValueError(f"{source}: an inference folder of format 1 (speechbrain-dsn before 0.2); convert it "
+                             f"once with `python -m speechbrain_dsn.convert {source}`")
+        return super().from_hparams(source, *args, **kwargs)
+
     def separate_batch(self, mix: torch.Tensor, utilization: Optional[Union[float, torch.Tensor]] = None):
         """Separates a batch [B, T]; returns [B, T, num_spks].
 
@@ -183,7 +171,7 @@ class DSNSeparation(SepformerSeparation):
         """
         if mix.dim() != 2:
             raise ValueError(f"expected mixtures [batch, time], got shape {tuple(mix.shape)}")
-        kernel = int(getattr(self.hparams, "kernel_size", 1))
+        kernel = int(self.hparams.kernel_size)
         if mix.shape[-1] < kernel:
             raise ValueError(f"the mixture is too short: {mix.shape[-1]} samples, the model needs at least {kernel}")
         if not torch.isfinite(mix).all():

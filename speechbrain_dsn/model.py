@@ -1,38 +1,27 @@
 """Whole dynamic slimmable SepFormer: encoder -> DSN masker -> decoder (Fig. 1a).
 
-``DSNSepformer`` is for users who build SepFormer in code, as with
-SpeechBrain's ``SepformerWrapper``; recipe users wire the same parts in
-HyperPyYAML (see ``hparams/``).  Table I of the paper is the configuration
-``DSNSepformer.paper_config()``.
+Owns the whole model, built from one architecture description
+(:class:`~speechbrain_dsn.config.DSNConfig`): the recipe YAML builds
+``DSNSepformer`` and hands its ``encoder``, ``masknet`` and ``decoder`` to
+SpeechBrain's ``Brain``; the inference folder rebuilds it with ``from_config``.
+Table I of the paper is ``DSNSepformer.paper_config()``.  :func:`separate` is
+the encoder -> masker -> decoder pass shared by the model, the recipe and the
+inference interface.
 """
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from speechbrain.lobes.models.dual_path import Decoder, Encoder, SepformerWrapper
+from speechbrain.lobes.models.dual_path import Decoder, Encoder
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from .config import DSNConfig, build_component, describe_component
+from .layers import SlimmableTransformerBlock
+from .levels import Levels
 from .masker import DSNMasker
-from .slimmable import SlimmableTransformerBlock
 
-__all__ = ["DSNSepformer", "PAPER_CONFIG", "separate", "unwrap"]
-
-#: Section IV-B / Table I: N=2 blocks, 4+4 layers, 8 heads, d_ffn 1024,
-#: chunk 50, encoder kernel 16 (stride 8) with 256 channels.
-PAPER_CONFIG = dict(
-    encoder_kernel_size=16,
-    encoder_out_nchannels=256,
-    masknet_chunksize=50,
-    masknet_numlayers=2,
-    intra_numlayers=4,
-    inter_numlayers=4,
-    intra_nhead=8,
-    inter_nhead=8,
-    intra_dffn=1024,
-    inter_dffn=1024,
-)
-
+__all__ = ["DSNSepformer", "separate", "stock_sepformer", "unwrap"]
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     """The module inside a ``DistributedDataParallel`` or ``DataParallel`` wrapper, else ``module``.
@@ -89,147 +78,85 @@ def separate(
     return est_source[:, :T_origin, :]
 
 
-class DSNSepformer(SepformerWrapper):
-    """SepFormer with a dynamic slimmable masker, as one module.
+class DSNSepformer(torch.nn.Module):
+    """SepFormer with a dynamic slimmable masker, as one module: encoder -> masker -> decoder.
 
-    Takes the constructor arguments of SpeechBrain's ``SepformerWrapper``
-    plus the utilization levels and gating options.  A ``SepformerWrapper``
-    state dict loads into it with only the gating module's keys missing.
-
-    Arguments
-    ---------
-    encoder_kernel_size : int
-        Encoder kernel (stride is half of it).
-    encoder_in_nchannels : int
-        Input audio channels.
-    encoder_out_nchannels : int
-        Encoder filters F.
-    masknet_chunksize : int
-        Chunk size C.
-    masknet_numlayers : int
-        Dual-path blocks N.
-    masknet_norm : str
-        Masker normalisation.
-    masknet_useextralinearlayer : bool
-        Linear layer after intra and inter blocks.
-    masknet_extraskipconnection : bool
-        Skip connection around the intra block.
-    masknet_numspks : int
-        Number of sources.
-    intra_numlayers, inter_numlayers : int
-        Transformer layers per intra / inter block.
-    intra_nhead, inter_nhead : int
-        Attention heads at full width.
-    intra_dffn, inter_dffn : int
-        FFN neurons at full width.
-    intra_use_positional, inter_use_positional : bool
-        Positional encodings.
-    intra_norm_before, inter_norm_before : bool
-        Pre-norm layers.
-    utilization_levels : sequence of float
-        Levels of the network; one level gives a static network of that width.
-    dropout : float
-        Transformer dropout (``SepformerWrapper`` uses SpeechBrain's default 0.1).
-    gating_channels, gating_nhead, gating_d_ffn, gating_context : int
-        Gating-module configuration (Section IV-B).
-    gumbel_tau : float
-        Gumbel-softmax temperature.
+    The constructor takes the fields of :class:`~speechbrain_dsn.config.DSNConfig`,
+    all required, with ``gating`` the gating policy (a class or a
+    ``functools.partial`` of one, as HyperPyYAML's ``!name:`` makes; None for a
+    static network).  ``get_config()`` returns them as plain values and
+    ``from_config()`` rebuilds the model.  A stock SepFormer state dict of the
+    same configuration loads into it with only the gating module's keys missing.
 
     Example
     -------
-    >>> model = DSNSepformer(
-    ...     encoder_out_nchannels=32, masknet_chunksize=10, intra_numlayers=1,
-    ...     inter_numlayers=1, intra_nhead=4, inter_nhead=4, intra_dffn=64,
-    ...     inter_dffn=64, utilization_levels=[0.25, 1.0]).eval()
+    >>> config = {**DSNConfig.paper(), "N_encoder_out": 32, "chunk_size": 10, "num_dual_blocks": 1,
+    ...           "num_layers": 1, "nhead": 4, "d_ffn": 64, "utilization_levels": [0.25, 1.0]}
+    >>> model = DSNSepformer.from_config(config).eval()
     >>> mix = torch.randn(2, 800)
     >>> model(mix).shape
     torch.Size([2, 800, 2])
     >>> model(mix, utilization=0.25).shape
     torch.Size([2, 800, 2])
+    >>> DSNSepformer.from_config(model.get_config()).get_config() == model.get_config()
+    True
     """
 
     def __init__(
         self,
-        encoder_kernel_size: int = 16,
-        encoder_in_nchannels: int = 1,
-        encoder_out_nchannels: int = 256,
-        masknet_chunksize: int = 250,
-        masknet_numlayers: int = 2,
-        masknet_norm: str = "ln",
-        masknet_useextralinearlayer: bool = False,
-        masknet_extraskipconnection: bool = True,
-        masknet_numspks: int = 2,
-        intra_numlayers: int = 8,
-        inter_numlayers: int = 8,
-        intra_nhead: int = 8,
-        inter_nhead: int = 8,
-        intra_dffn: int = 1024,
-        inter_dffn: int = 1024,
-        intra_use_positional: bool = True,
-        inter_use_positional: bool = True,
-        intra_norm_before: bool = True,
-        inter_norm_before: bool = True,
-        utilization_levels: Sequence[float] = (0.125, 0.5, 1.0),
-        dropout: float = 0.1,
-        gating_channels: int = 32,
-        gating_nhead: int = 1,
-        gating_d_ffn: int = 128,
-        gating_context: int = 64,
-        gumbel_tau: float = 1.0,
+        *,
+        utilization_levels: Sequence[float],
+        num_spks: int,
+        kernel_size: int,
+        N_encoder_out: int,
+        num_dual_blocks: int,
+        num_layers: int,
+        nhead: int,
+        d_ffn: int,
+        chunk_size: int,
+        norm: str,
+        skip_around_intra: bool,
+        linear_layer_after_inter_intra: bool,
+        dropout: float,
+        gating: Optional[Callable[..., torch.nn.Module]],
     ):
-        # SepformerWrapper.__init__ would build and initialise a stock masker
-        # only to throw it away, so the parts are built here directly.
-        torch.nn.Module.__init__(self)
-        self.encoder = Encoder(
-            kernel_size=encoder_kernel_size,
-            out_channels=encoder_out_nchannels,
-            in_channels=encoder_in_nchannels,
+        super().__init__()
+        levels = Levels(utilization_levels)
+        self.config = DSNConfig.from_dict(dict(
+            utilization_levels=list(levels.values), num_spks=num_spks, kernel_size=kernel_size,
+            N_encoder_out=N_encoder_out, num_dual_blocks=num_dual_blocks, num_layers=num_layers, nhead=nhead,
+            d_ffn=d_ffn, chunk_size=chunk_size, norm=norm, skip_around_intra=skip_around_intra,
+            linear_layer_after_inter_intra=linear_layer_after_inter_intra, dropout=dropout,
+            gating=None if levels.is_static else describe_component(gating),
+        ))
+        self.encoder = Encoder(kernel_size=kernel_size, out_channels=N_encoder_out)
+        block = SlimmableTransformerBlock(
+            num_layers=num_layers, d_model=N_encoder_out, nhead=nhead, d_ffn=d_ffn, dropout=dropout,
+            use_positional_encoding=True, norm_before=True, utilization_levels=levels.values,
         )
-        blocks = {}
-        for name, layers, nhead, dffn, positional, norm_before in (
-            ("intra", intra_numlayers, intra_nhead, intra_dffn, intra_use_positional, intra_norm_before),
-            ("inter", inter_numlayers, inter_nhead, inter_dffn, inter_use_positional, inter_norm_before),
-        ):
-            blocks[name] = SlimmableTransformerBlock(
-                num_layers=layers,
-                d_model=encoder_out_nchannels,
-                nhead=nhead,
-                d_ffn=dffn,
-                dropout=dropout,
-                use_positional_encoding=positional,
-                norm_before=norm_before,
-                utilization_levels=utilization_levels,
-            )
+        # the masker deep-copies a block passed as both intra and inter model
         self.masknet = DSNMasker(
-            in_channels=encoder_out_nchannels,
-            out_channels=encoder_out_nchannels,
-            intra_model=blocks["intra"],
-            inter_model=blocks["inter"],
-            num_layers=masknet_numlayers,
-            norm=masknet_norm,
-            K=masknet_chunksize,
-            num_spks=masknet_numspks,
-            skip_around_intra=masknet_extraskipconnection,
-            linear_layer_after_inter_intra=masknet_useextralinearlayer,
-            gating_channels=gating_channels,
-            gating_nhead=gating_nhead,
-            gating_d_ffn=gating_d_ffn,
-            gating_context=gating_context,
-            gumbel_tau=gumbel_tau,
+            in_channels=N_encoder_out, out_channels=N_encoder_out, intra_model=block, inter_model=block,
+            num_layers=num_dual_blocks, norm=norm, K=chunk_size, num_spks=num_spks,
+            skip_around_intra=skip_around_intra, linear_layer_after_inter_intra=linear_layer_after_inter_intra,
+            gating=gating,
         )
-        self.decoder = Decoder(
-            in_channels=encoder_out_nchannels,
-            out_channels=encoder_in_nchannels,
-            kernel_size=encoder_kernel_size,
-            stride=encoder_kernel_size // 2,
-            bias=False,
-        )
-        self.num_spks = masknet_numspks
-        for module in [self.encoder, self.masknet, self.decoder]:
-            self.reset_layer_recursively(module)
+        self.decoder = Decoder(in_channels=N_encoder_out, out_channels=1, kernel_size=kernel_size,
+                               stride=kernel_size // 2, bias=False)
+        self.num_spks = num_spks
+
+    def get_config(self) -> dict:
+        """The architecture as plain values (see :class:`~speechbrain_dsn.config.DSNConfig`)."""
+        return self.config.to_dict()
 
     @classmethod
-    def paper_config(cls, utilization_levels: Sequence[float] = (0.125, 0.5, 1.0), **kwargs) -> "DSNSepformer":
+    def from_config(cls, config: dict) -> "DSNSepformer":
+        """Builds the model that ``config`` (a dict from :meth:`get_config`) describes."""
+        config = DSNConfig.from_dict(dict(config))
+        return cls(**{**config.to_dict(), "gating": build_component(config.gating)})
+
+    @classmethod
+    def paper_config(cls, utilization_levels: Sequence[float] = (0.125, 0.5, 1.0), **overrides) -> "DSNSepformer":
         """Builds the configuration of Section IV-B / Table I.
 
         Example
@@ -238,28 +165,42 @@ class DSNSepformer(SepformerWrapper):
         >>> round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
         13.04
         """
-        return cls(utilization_levels=utilization_levels, **{**PAPER_CONFIG, **kwargs})
+        return cls.from_config({**DSNConfig.paper(), "utilization_levels": list(utilization_levels), **overrides})
 
     @property
     def last_utilization(self) -> Optional[torch.Tensor]:
         """Per-frame utilization [B, T] used by the last forward pass."""
         return self.masknet.last_utilization
 
-    def forward(
-        self, mix: torch.Tensor, utilization: Optional[Union[float, torch.Tensor]] = None
-    ) -> torch.Tensor:
-        """Separates a batch of mixtures.
+    def forward(self, mix: torch.Tensor, utilization: Optional[Union[float, torch.Tensor]] = None) -> torch.Tensor:
+        """Separates mixtures [B, L] into sources [B, L, num_spks].
 
-        Arguments
-        ---------
-        mix : torch.Tensor
-            Mixtures of shape [B, L] (samples).
-        utilization : float or torch.Tensor, optional
-            External gating: one level, or [B, T] levels per encoder frame.
-
-        Returns
-        -------
-        torch.Tensor
-            Estimated sources of shape [B, L, num_spks].
+        ``utilization``: external gating, one level or [B, T] levels per encoder frame.
         """
         return separate(self.encoder, self.masknet, self.decoder, mix, utilization)
+
+
+def stock_sepformer(config: dict) -> torch.nn.Module:
+    """SpeechBrain's ``SepformerWrapper`` with the architecture of a DSN ``config`` at full width.
+
+    Its state dict loads into ``DSNSepformer.from_config(config)`` with only the
+    gating keys missing (when the highest level is 1.0); the oracle of the
+    full-width tests and the stock baseline of ``benchmarks/speed.py``.
+
+    Example
+    -------
+    >>> config = {**DSNConfig.paper(), "num_dual_blocks": 1, "num_layers": 1}
+    >>> stock, dsn = stock_sepformer(config), DSNSepformer.from_config(config)
+    >>> sorted(set(dsn.state_dict()) - set(stock.state_dict()))[0]
+    'masknet.gating.bottleneck.weight'
+    """
+    from speechbrain.lobes.models.dual_path import SepformerWrapper
+
+    c = DSNConfig.from_dict(dict(config))
+    return SepformerWrapper(
+        encoder_kernel_size=c.kernel_size, encoder_out_nchannels=c.N_encoder_out, masknet_chunksize=c.chunk_size,
+        masknet_numlayers=c.num_dual_blocks, masknet_norm=c.norm,
+        masknet_useextralinearlayer=c.linear_layer_after_inter_intra, masknet_extraskipconnection=c.skip_around_intra,
+        masknet_numspks=c.num_spks, intra_numlayers=c.num_layers, inter_numlayers=c.num_layers, intra_nhead=c.nhead,
+        inter_nhead=c.nhead, intra_dffn=c.d_ffn, inter_dffn=c.d_ffn,
+    )

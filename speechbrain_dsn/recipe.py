@@ -1,136 +1,30 @@
 """Recipe plumbing shared by ``train.py``, the complexity CLI and the tests.
 
-The YAML variants in ``hparams/`` are one base file plus small variant files.
-A variant names its base with a top-level ``extends:`` key; every other key
-of the variant overrides the base, and command-line overrides apply last::
-
-    # hparams/dsn_3level.yaml
-    extends: base.yaml
-    utilization_levels: [0.125, 0.5, 1.0]
-
-Everything is then loaded by HyperPyYAML from the base file, so ``!ref``,
-``!new`` and overrides behave as in any SpeechBrain recipe.
+Every file in ``hparams/`` is a complete HyperPyYAML recipe; :func:`load_hparams`
+is ``hyperpyyaml.load_hyperpyyaml`` on a path (what ``train.py`` does with
+``sb.parse_arguments``' overrides), and the warm start of a DSN from a stock
+SepFormer goes through SpeechBrain's ``Pretrainer`` with a strict load hook.
 """
 
 import os
 from typing import Optional, Union
 
-import ruamel.yaml
-from hyperpyyaml import load_hyperpyyaml, resolve_references
+from hyperpyyaml import load_hyperpyyaml
 
-__all__ = ["load_hparams", "load_pretrained_separator", "load_state_strictly", "resolve_hparams", "save_hparams"]
-
-
-def _as_dict(overrides: Optional[Union[str, dict]]) -> dict:
-    if not overrides:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    loaded = ruamel.yaml.YAML(typ="safe", pure=True).load(overrides)
-    if not isinstance(loaded, dict):
-        raise ValueError(f"overrides must be a YAML mapping, got {overrides!r}")
-    return loaded
-
-
-def resolve_hparams(path: str, overrides: Optional[Union[str, dict]] = None):
-    """Follows ``extends:`` chains; returns (base YAML text, base dir, overrides).
-
-    Arguments
-    ---------
-    path : str
-        A YAML file, either complete or a variant with ``extends:``.
-    overrides : str or dict, optional
-        Overrides (a YAML string as given by ``sb.parse_arguments``, or a dict).
-
-    Returns
-    -------
-    tuple
-        The text of the file that has no ``extends:``, its directory, and the
-        merged overrides (variant keys first, then ``overrides``).
-    """
-    merged = _as_dict(overrides)
-    seen = set()
-    while True:
-        path = os.path.abspath(path)
-        if path in seen:
-            raise ValueError(f"circular 'extends:' chain at {path}")
-        seen.add(path)
-        with open(path) as fin:
-            text = fin.read()
-        head = ruamel.yaml.YAML(typ="rt").load(text) or {}
-        if "extends" not in head:
-            return text, os.path.dirname(path), merged
-        variant = {k: v for k, v in head.items() if k != "extends"}
-        merged = {**_plain(variant), **merged}
-        path = os.path.join(os.path.dirname(path), head["extends"])
-
-
-def _plain(node):
-    """Turns ruamel round-trip containers into plain Python values."""
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
+__all__ = ["load_hparams", "load_pretrained_separator", "load_state_strictly"]
 
 
 def load_hparams(path: str, overrides: Optional[Union[str, dict]] = None) -> dict:
-    r"""Loads a recipe YAML (following ``extends:``) with HyperPyYAML.
-
-    Arguments
-    ---------
-    path : str
-        The YAML file.
-    overrides : str or dict, optional
-        Overrides applied after the variant's own keys.
-
-    Returns
-    -------
-    dict
-        The loaded hyperparameters; ``hparams["hparams_file_text"]`` holds the
-        fully resolved base text and ``hparams["hparams_overrides"]`` the
-        merged overrides (for saving alongside the results).
+    """``load_hyperpyyaml(open(path), overrides)``: a recipe YAML with overrides (a YAML string or a dict).
 
     Example
     -------
-    >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> with open(os.path.join(folder, "base.yaml"), "w") as f:
-    ...     _ = f.write("levels: [1.0]\nwidth: 4\nsize: !ref <width> * 2\n")
-    >>> with open(os.path.join(folder, "variant.yaml"), "w") as f:
-    ...     _ = f.write("extends: base.yaml\nlevels: [0.5, 1.0]\n")
-    >>> hp = load_hparams(os.path.join(folder, "variant.yaml"), "width: 8")
-    >>> hp["levels"], hp["size"]
-    ([0.5, 1.0], 16)
+    >>> hp = load_hparams("hparams/dsn_2level.yaml", {"output_folder": "/tmp/dsn_doctest"})
+    >>> hp["model"].get_config()["utilization_levels"], sorted(hp["modules"])
+    ([0.125, 1.0], ['decoder', 'encoder', 'masknet'])
     """
-    text, _, merged = resolve_hparams(path, overrides)
-    hparams = load_hyperpyyaml(text, merged)
-    hparams["hparams_file_text"] = text
-    hparams["hparams_overrides"] = merged
-    return hparams
-
-
-def save_hparams(hparams: dict, path: str) -> str:
-    """Writes the resolved hyperparameters (base file + all overrides) to ``path``.
-
-    Arguments
-    ---------
-    hparams : dict
-        As returned by :func:`load_hparams`.
-    path : str
-        Output YAML file.
-
-    Returns
-    -------
-    str
-        The path.
-    """
-    resolved = resolve_references(hparams["hparams_file_text"], hparams["hparams_overrides"]).getvalue()
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fout:
-        fout.write(resolved)
-    os.replace(tmp, path)
-    return path
+    with open(path) as fin:
+        return load_hyperpyyaml(fin, overrides or {})
 
 
 # Keys a separator checkpoint may lack: a stock SepFormer has no gating module.

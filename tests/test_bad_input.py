@@ -189,14 +189,12 @@ def test_a_silent_source_keeps_loss_and_gradients_finite(silent):
     import speechbrain as sb
 
     from speechbrain_dsn.brain import DSNBrain
-    from speechbrain_dsn.model import DSNSepformer
+    from tests.conftest import BRAIN_HPARAMS, MICRO_MODEL, tiny_model
 
     torch.manual_seed(0)
-    model = DSNSepformer(encoder_out_nchannels=16, masknet_chunksize=10, intra_numlayers=1, inter_numlayers=1,
-                         intra_nhead=2, inter_nhead=2, intra_dffn=32, inter_dffn=32, utilization_levels=[0.5, 1.0])
+    model = tiny_model([0.5, 1.0], **MICRO_MODEL)
     modules = {"encoder": model.encoder, "masknet": model.masknet, "decoder": model.decoder}
-    brain = DSNBrain(modules, hparams={"num_spks": 2, "utilization_levels": [0.5, 1.0], "kernel_size": 16,
-                                       "kernel_stride": 8, "sample_rate": 8000, "gating_dropout": 0.0})
+    brain = DSNBrain(modules, hparams=dict(BRAIN_HPARAMS, gating_dropout=0.0))
     s1, s2 = 0.1 * torch.randn(2, 4000), torch.zeros(2, 4000)
     if silent == "both":
         s1 = torch.zeros(2, 4000)
@@ -218,7 +216,7 @@ def separator(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("separator")
     hp = load_hparams(os.path.join(ROOT, "hparams", "dsn_2level.yaml"), {**TINY, "output_folder": str(root / "run")})
-    folder = export_inference_folder(hp, hp["modules"], str(root / "inference"))
+    folder = export_inference_folder(hp["model"].get_config(), hp["modules"], str(root / "inference"), 8000)
     return DSNSeparation.from_hparams(source=folder, savedir=str(root / "pretrained"))
 
 

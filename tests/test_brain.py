@@ -5,17 +5,14 @@ import speechbrain as sb
 import torch
 
 from speechbrain_dsn.brain import DSNBrain
-from speechbrain_dsn.model import DSNSepformer
 
-TINY = dict(encoder_out_nchannels=16, masknet_chunksize=10, intra_numlayers=1, inter_numlayers=1,
-            intra_nhead=2, inter_nhead=2, intra_dffn=32, inter_dffn=32, dropout=0.0)
+from .conftest import BRAIN_HPARAMS, MICRO_MODEL, tiny_model
 
 
 def _brain(levels, **hparams):
-    model = DSNSepformer(**TINY, utilization_levels=levels)
+    model = tiny_model(levels, **MICRO_MODEL)
     modules = {"encoder": model.encoder, "masknet": model.masknet, "decoder": model.decoder}
-    hp = dict(num_spks=2, utilization_levels=list(levels), kernel_size=16, kernel_stride=8, sample_rate=8000,
-              alpha=1.0, weighting="si", gating_dropout=0.0)
+    hp = dict(BRAIN_HPARAMS, weighting="si", gating_dropout=0.0)
     hp.update(hparams)
     return DSNBrain(modules, opt_class=lambda p: torch.optim.Adam(p, 1e-3), hparams=hp)
 

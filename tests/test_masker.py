@@ -3,8 +3,12 @@ import torch
 import torch.nn.functional as F
 from speechbrain.lobes.models.dual_path import Dual_Path_Model, SBTransformerBlock
 
-from speechbrain_dsn.masker import DSNMasker, _overlap_add, _segment
-from speechbrain_dsn.slimmable import SlimmableTransformerBlock
+from speechbrain_dsn.engine import overlap_add as _overlap_add
+from speechbrain_dsn.engine import segment as _segment
+from speechbrain_dsn.gating import GatingModule
+from speechbrain_dsn.layers import SlimmableTransformerBlock
+from speechbrain_dsn.levels import chunk_track
+from speechbrain_dsn.masker import DSNMasker
 
 from .conftest import LEVEL_SETS, TINY
 
@@ -14,7 +18,7 @@ DP = dict(num_layers=2, K=10, linear_layer_after_inter_intra=False)
 def _masker(levels):
     intra = SlimmableTransformerBlock(**TINY, utilization_levels=levels)
     inter = SlimmableTransformerBlock(**TINY, utilization_levels=levels)
-    return DSNMasker(32, 32, intra, inter, **DP)
+    return DSNMasker(32, 32, intra, inter, **DP, gating=GatingModule)
 
 
 @pytest.mark.parametrize("levels", LEVEL_SETS)
@@ -88,6 +92,9 @@ def test_bad_inputs_are_reported():
     with pytest.raises(ValueError, match="share utilization levels"):
         DSNMasker(32, 32, SlimmableTransformerBlock(**TINY, utilization_levels=[1.0]),
                   SlimmableTransformerBlock(**TINY, utilization_levels=[0.5, 1.0]))
+    with pytest.raises(ValueError, match="need a gating module"):
+        DSNMasker(32, 32, SlimmableTransformerBlock(**TINY, utilization_levels=[0.5, 1.0]),
+                  SlimmableTransformerBlock(**TINY, utilization_levels=[0.5, 1.0]))
 
 
 def test_one_block_passed_twice_does_not_tie_weights():
@@ -103,7 +110,7 @@ def test_track_chunking_matches_feature_segmentation():
         track = torch.randn(2, 3, T)
         feats, _ = masker._Segmentation(track, masker.K)
         real, _ = masker._Segmentation(torch.ones(2, 3, T), masker.K)
-        chunks = masker._chunk_track(track)
+        chunks = chunk_track(track, masker.K)
         assert chunks.shape == feats.shape
         torch.testing.assert_close(chunks[real > 0], feats[real > 0])
 
@@ -124,7 +131,7 @@ def test_inference_mode_path_equals_autograd_path(levels):
 def _assert_full_width_matches_stock(options, frames):
     stock = Dual_Path_Model(32, 32, SBTransformerBlock(**TINY), SBTransformerBlock(**TINY), **options).eval()
     block = SlimmableTransformerBlock(**TINY, utilization_levels=(0.25, 1.0))
-    dsn = DSNMasker(32, 32, block, block, **options).eval()
+    dsn = DSNMasker(32, 32, block, block, **options, gating=GatingModule).eval()
     dsn.load_state_dict(stock.state_dict(), strict=False)
     x = torch.randn(2, 32, frames)
     torch.testing.assert_close(dsn(x, utilization=1.0), stock(x), atol=1e-4, rtol=0)

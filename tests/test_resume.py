@@ -215,10 +215,9 @@ def test_validation_checkpoint_holds_the_early_stopping_state_of_its_epoch(tmp_p
     from speechbrain.utils.train_logger import FileTrainLogger
 
     from speechbrain_dsn.brain import DSNBrain
-    from speechbrain_dsn.model import DSNSepformer
+    from tests.conftest import BRAIN_HPARAMS, MICRO_MODEL, tiny_model
 
-    model = DSNSepformer(encoder_out_nchannels=16, masknet_chunksize=10, intra_numlayers=1, inter_numlayers=1,
-                         intra_nhead=2, inter_nhead=2, intra_dffn=32, inter_dffn=32, utilization_levels=[0.5, 1.0])
+    model = tiny_model([0.5, 1.0], **MICRO_MODEL)
     counter = EpochCounterWithStopper(limit=10, limit_to_stop=3, limit_warmup=0, direction="min")
     saved = []
 
@@ -226,8 +225,7 @@ def test_validation_checkpoint_holds_the_early_stopping_state_of_its_epoch(tmp_p
         def save_and_keep_only(self, **kwargs):
             saved.append((counter.best_limit, counter.best_score))
 
-    hparams = {"num_spks": 2, "utilization_levels": [0.5, 1.0], "kernel_size": 16, "kernel_stride": 8,
-               "sample_rate": 8000, "epoch_counter": counter, "lr_scheduler": ReduceLROnPlateau(),
+    hparams = {**BRAIN_HPARAMS, "epoch_counter": counter, "lr_scheduler": ReduceLROnPlateau(),
                "train_logger": FileTrainLogger(str(tmp_path / "log.txt"))}
     brain = DSNBrain({"encoder": model.encoder, "masknet": model.masknet, "decoder": model.decoder},
                      opt_class=lambda p: torch.optim.Adam(p), hparams=hparams)
@@ -250,7 +248,7 @@ def _export_setup(tmp_path):
 
     hp = load_hparams(os.path.join(ROOT, "hparams", "dsn_2level.yaml"), {**TINY, "output_folder": str(tmp_path)})
     folder = tmp_path / "inference"
-    export_inference_folder(hp, hp["modules"], str(folder))
+    export_inference_folder(hp["model"].get_config(), hp["modules"], str(folder), 8000)
     (folder / "notes.txt").write_text("the user's own file")
     return export_inference_folder, hp, folder
 
@@ -291,11 +289,11 @@ def test_interrupted_export_keeps_the_previous_inference_folder_whole(tmp_path, 
         monkeypatch.setattr(os, "replace", failing(os.replace))
         monkeypatch.setattr(os, "rename", failing(os.rename))
     with pytest.raises(OSError):
-        export(hp, hp["modules"], str(folder))
+        export(hp["model"].get_config(), hp["modules"], str(folder), 8000)
     monkeypatch.undo()
     assert _contents(folder) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
-    export(hp, hp["modules"], str(folder))  # a later export replaces it whole, and keeps the user's file
+    export(hp["model"].get_config(), hp["modules"], str(folder), 8000)  # a later export replaces it whole, and keeps the user's file
     after = _contents(folder)
     assert after["notes.txt"] == before["notes.txt"] and after["masknet.ckpt"] != before["masknet.ckpt"]
     assert after["encoder.ckpt"] == before["encoder.ckpt"]

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from speechbrain_dsn.routing import Route, check_levels, level_index, slim_width
+from speechbrain_dsn.engine import Route
+from speechbrain_dsn.levels import Levels, slim_width
 
 
 @pytest.mark.parametrize("u,full,expected", [(0.125, 8, 1), (0.25, 8, 2), (0.5, 1024, 512), (0.75, 8, 6), (1.0, 1024, 1024), (0.3, 10, 3)])
@@ -10,19 +11,24 @@ def test_slim_width_is_ceil(u, full, expected):
 
 
 @pytest.mark.parametrize("bad", [[], [0.0, 1.0], [1.5], [0.5, 0.5]])
-def test_check_levels_rejects_bad_sets(bad):
+def test_levels_reject_bad_sets(bad):
     with pytest.raises(ValueError):
-        check_levels(bad)
+        Levels(bad)
 
 
 def test_level_index_rejects_values_outside_the_set():
     with pytest.raises(ValueError, match="not among the levels"):
-        level_index(torch.tensor([0.3]), (0.125, 1.0))
+        Levels((0.125, 1.0)).index(torch.tensor([0.3]))
+    with pytest.raises(ValueError, match="not among the levels"):
+        Levels((0.125, 1.0)).index(0.13)
+    # one tolerance for every caller: float32 tracks of the levels map back exactly
+    levels = Levels((0.125, 0.5, 1.0))
+    assert levels.index(torch.tensor([0.125, 0.5, 1.0], dtype=torch.float32) + 5e-5).tolist() == [0, 1, 2]
 
 
 def test_uniform_track_collapses_to_a_uniform_route():
     route = Route.from_levels(torch.full((3, 5), 2), num_levels=3)
-    assert route.level == 2 and route.packs is None
+    assert route.level == 2 and route.packs is None and not route.is_routed
 
 
 def test_packs_hold_exactly_the_active_tokens_in_time_order():
@@ -34,7 +40,8 @@ def test_packs_hold_exactly_the_active_tokens_in_time_order():
         tokens = route.order[route.bounds[k] : route.bounds[k + 1]]
         assert torch.equal(tokens, torch.nonzero(flat == k).squeeze(1))
     # group 0 is dense; group g holds the tokens with level >= g
-    assert route.packs[0] == "dense"
+    dense = route.packs[0]
+    assert dense.valid is None and dense.start == 0 and dense.shape == (3, 4)
     for g in (1, 2):
         pack = route.packs[g]
         expected = torch.nonzero(flat >= g).squeeze(1)

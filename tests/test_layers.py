@@ -3,7 +3,9 @@ import torch
 import torch.nn.functional as F
 from speechbrain.lobes.models.dual_path import SBTransformerBlock
 
-from speechbrain_dsn.slimmable import SlimmableTransformerBlock
+from speechbrain_dsn import engine
+from speechbrain_dsn.engine import Route
+from speechbrain_dsn.layers import SlimmableTransformerBlock, SlimmableTransformerLayer
 
 from .conftest import LEVEL_SETS, TINY
 
@@ -101,20 +103,18 @@ def test_bad_inputs_are_reported():
 
 @pytest.mark.parametrize("levels", LEVEL_SETS[1:])
 def test_layers_take_sequences_or_level_order_rows(levels):
-    from speechbrain_dsn.routing import Route
-    from speechbrain_dsn.slimmable import SlimmableTransformerLayer
-
     layer = SlimmableTransformerLayer(64, 4, 32, levels, normalize_before=True).eval()
     x = torch.randn(5, 17, 32)
     index = torch.randint(0, len(levels), (5, 17))
     route = Route.from_levels(index, len(levels))
-    masked = layer(x, Route.from_gates(F.one_hot(index, len(levels)).float()))
-    torch.testing.assert_close(layer(x, route), masked, atol=1e-5, rtol=0)
-    rows = layer(route.sort(x), route)
+    gates = F.one_hot(index, len(levels)).float()
+    masked = layer(x, gates)
+    torch.testing.assert_close(engine.run_layer(layer, x, route), masked, atol=1e-5, rtol=0)
+    rows = engine.run_layer(layer, route.sort(x), route)
     torch.testing.assert_close(route.unsort(rows, x.shape), masked, atol=1e-5, rtol=0)
-    for module in (layer.self_att, layer.pos_ffn):
-        dense = module(x, Route.from_gates(F.one_hot(index, len(levels)).float()))
-        torch.testing.assert_close(module(x, route), dense, atol=1e-5, rtol=0)
+    for module, run in ((layer.self_att, engine.layers.attention), (layer.pos_ffn, engine.layers.feedforward)):
+        torch.testing.assert_close(route.unsort(run(module, route.sort(x), route), x.shape), module(x, gates),
+                                   atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("levels", LEVEL_SETS)
