@@ -11,7 +11,7 @@ external gating (``utilization=``) and exposes the utilization it used.
 import os
 import shutil
 import uuid
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 import yaml
@@ -19,8 +19,12 @@ from speechbrain.inference.separation import SepformerSeparation
 from speechbrain.utils.data_utils import split_path
 from speechbrain.utils.fetching import LocalStrategy, fetch
 
+from .budget import SeparationReport, budget_levels
+from .complexity import gating_gmacs, gmacs_per_second, track_gmacs
 from .config import DSNConfig
 from .data.audio import load_audio
+from .levels import Levels
+from .long_audio import separate_in_windows, window_starts
 from .model import separate, unwrap
 
 __all__ = ["DSNSeparation", "FORMAT", "export_inference_folder", "inference_hparams"]
@@ -141,17 +145,32 @@ def _fsync(path: str):
 
 
 class DSNSeparation(SepformerSeparation):
-    """SpeechBrain separation interface with external gating.
+    """SpeechBrain separation interface with compute control and long-audio support.
 
-    ``separate_batch(mix)`` uses the gating module; ``separate_batch(mix,
-    utilization=0.5)`` runs every frame at one level (e.g. chosen from a
-    battery level), and a tensor [B, frames] sets levels per frame.
-    ``last_utilization`` holds the per-frame utilization of the last call.
-
-    ``separate_file`` checks its input (see there): broken files are errors
-    naming the file, multi-channel files are downmixed and other sample
-    rates resampled.
+    * ``separate_batch(mix)`` uses the gating module (internal gating);
+      ``utilization=0.5`` runs every frame at one level (external gating),
+      a tensor [B, frames] of levels sets them per frame; ``budget=0.4``
+      keeps the gate deciding where to spend and meets an average utilization
+      of 0.4 per input (:mod:`speechbrain_dsn.budget`).
+    * Every call leaves a :class:`~speechbrain_dsn.budget.SeparationReport` in
+      ``last_report``: per-frame utilization, its average and the effective
+      GMAC/s; ``last_utilization`` is its per-frame track.
+    * ``separate_file`` checks its input (broken files are errors naming the
+      file; multi-channel files are downmixed, other rates resampled) and
+      separates recordings longer than :attr:`window_seconds` in overlapping
+      windows (:mod:`speechbrain_dsn.long_audio`); :meth:`separate_long` yields
+      the pieces one window at a time.
     """
+
+    #: Inputs longer than this are separated in windows of this length (seconds) ...
+    window_seconds = 16.0
+    #: ... that overlap by this much (seconds).
+    overlap_seconds = 2.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.last_report: Optional[SeparationReport] = None
+        self._level_gmacs, self._gating_gmacs = None, 0.0
 
     @classmethod
     def from_hparams(cls, source, *args, **kwargs):
@@ -163,11 +182,17 @@ class DSNSeparation(SepformerSeparation):
                              f"once with `python -m speechbrain_dsn.convert {source}`")
         return super().from_hparams(source, *args, **kwargs)
 
-    def separate_batch(self, mix: torch.Tensor, utilization: Optional[Union[float, torch.Tensor]] = None):
+    @property
+    def levels(self) -> Levels:
+        return unwrap(self.mods.masknet).levels
+
+    def separate_batch(self, mix: torch.Tensor, utilization: Optional[Union[float, torch.Tensor]] = None,
+                       budget: Optional[float] = None):
         """Separates a batch [B, T]; returns [B, T, num_spks].
 
-        A mixture with NaN or infinite samples, or shorter than the
-        encoder's kernel, is a ``ValueError``.
+        A mixture with NaN or infinite samples, or shorter than the encoder's
+        kernel, is a ``ValueError``, and so is a ``budget`` outside (0, 1] or
+        given together with ``utilization``.
         """
         if mix.dim() != 2:
             raise ValueError(f"expected mixtures [batch, time], got shape {tuple(mix.shape)}")
@@ -176,10 +201,68 @@ class DSNSeparation(SepformerSeparation):
             raise ValueError(f"the mixture is too short: {mix.shape[-1]} samples, the model needs at least {kernel}")
         if not torch.isfinite(mix).all():
             raise ValueError("the mixture has NaN or infinite samples")
-        mods = self.mods
-        return separate(mods.encoder, mods.masknet, mods.decoder, mix.to(self.device), utilization)
+        if utilization is not None and budget is not None:
+            raise ValueError("give a utilization or a budget, not both")
+        encoder, masknet, decoder = (unwrap(self.mods[k]) for k in ("encoder", "masknet", "decoder"))
+        mix = mix.to(self.device)
+        mode = "internal" if masknet.gating is not None else "static"
+        if budget is not None:
+            utilization, mode = self._budget_track(encoder, masknet, mix, budget), "budget"
+        elif utilization is not None:
+            mode = "external"
+        est = separate(encoder, masknet, decoder, mix, utilization)
+        self.last_report = self.report_for(masknet.last_utilization, mode, budget)
+        return est
 
-    def separate_file(self, path, savedir=None, utilization: Optional[Union[float, torch.Tensor]] = None):
+    def _budget_track(self, encoder, masknet, mix, budget):
+        """Per-frame levels [B, T] that meet ``budget`` on average, chosen from the gate's logits."""
+        if masknet.gating is None:
+            raise ValueError("a static network has a single level; a budget needs a DSN")
+        if not hasattr(masknet.gating, "logits"):
+            raise ValueError(f"the gating policy {type(masknet.gating).__name__} has no logits(); a budget needs them")
+        with torch.no_grad():
+            logits = masknet.gating.logits(encoder(mix))
+        return masknet.levels.tensor(mix.device)[budget_levels(logits, masknet.levels, budget)]
+
+    def report_for(self, track, mode, budget=None) -> SeparationReport:
+        """The report of a per-frame utilization track [B, T]."""
+        if self._level_gmacs is None:
+            rate = int(self.hparams.sample_rate)
+            self._level_gmacs = {u: gmacs_per_second(self.mods, u, 4.0, rate) for u in self.levels}
+            self._gating_gmacs = gating_gmacs(self.mods, 4.0, rate)
+        track = track.detach().float().cpu()
+        gate = self._gating_gmacs if mode in ("internal", "budget") else 0.0
+        gmacs = torch.tensor([track_gmacs(self._level_gmacs, t) + gate for t in track])
+        return SeparationReport(utilization=track, average=track.mean(-1), gmacs=gmacs, budget=budget, mode=mode)
+
+    def separate_long(self, mix: torch.Tensor, utilization: Optional[float] = None, budget: Optional[float] = None,
+                      progress: Optional[Callable[[int, int], None]] = None):
+        """Yields (estimates [n, num_spks], utilization [frames]) pieces of a mixture [L] of any length.
+
+        The pieces concatenate to the separation of the whole mixture; each
+        window is separated with :meth:`separate_batch` (a level, a budget per
+        window, or internal gating).  ``progress(done, total)`` is called after
+        each window.  A per-frame track is not accepted here.
+        """
+        if torch.is_tensor(utilization) and utilization.dim() > 0:
+            raise ValueError("a per-frame utilization track needs a single pass; give a level or a budget")
+        rate = int(self.hparams.sample_rate)
+        window, overlap = int(self.window_seconds * rate), int(self.overlap_seconds * rate)
+        total, done = len(window_starts(mix.shape[-1], window, overlap)), 0
+
+        def one_window(piece):
+            nonlocal done
+            with torch.no_grad():
+                est = self.separate_batch(piece, utilization, budget)[0].cpu()
+            done += 1
+            if progress is not None:
+                progress(done, total)
+            return est, self.last_report.utilization[0]
+
+        yield from separate_in_windows(one_window, mix.reshape(-1), window, overlap, int(self.hparams.kernel_stride))
+
+    def separate_file(self, path, savedir=None, utilization: Optional[Union[float, torch.Tensor]] = None,
+                      budget: Optional[float] = None):
         """Separates a mixture file; returns [1, T, num_spks], each estimate scaled to a peak of 1.
 
         Like SpeechBrain's ``SepformerSeparation.separate_file`` (a local
@@ -196,13 +279,21 @@ class DSNSeparation(SepformerSeparation):
         * a silent file gives silent estimates (SpeechBrain's peak scaling
           would divide 0 by 0).
 
-        ``utilization`` is passed to :meth:`separate_batch`.
+        ``utilization`` and ``budget`` are as in :meth:`separate_batch`; a
+        recording longer than :attr:`window_seconds` is separated in windows,
+        and ``last_report`` then covers all of them.
         """
         path = self._local_file(str(path), savedir)
-        sample_rate = int(self.hparams.sample_rate)
-        mix = torch.from_numpy(load_audio(path, sample_rate, downmix=True))[None]
+        mix = torch.from_numpy(load_audio(path, int(self.hparams.sample_rate), downmix=True))[None]
         try:
-            est = self.separate_batch(mix, utilization)
+            if mix.shape[-1] <= self.window_seconds * int(self.hparams.sample_rate):
+                est = self.separate_batch(mix, utilization, budget)
+            else:
+                pieces = list(self.separate_long(mix[0], utilization, budget))
+                est = torch.cat([p for p, _ in pieces])[None]
+                track = torch.cat([u for _, u in pieces])[None]
+                mode = self.last_report.mode
+                self.last_report = self.report_for(track, mode, budget)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
         return est / est.abs().max(dim=1, keepdim=True)[0].clamp_min(1e-12)
@@ -225,4 +316,4 @@ class DSNSeparation(SepformerSeparation):
     @property
     def last_utilization(self) -> Optional[torch.Tensor]:
         """Per-frame utilization [B, frames] of the last separation."""
-        return unwrap(self.mods.masknet).last_utilization
+        return None if self.last_report is None else self.last_report.utilization

@@ -12,7 +12,7 @@ neurons, which turns saved MACs into saved time:
 * :mod:`.masker`: the masker forward pass channels last.
 
 Nothing here owns parameters; the functions run the modules of the reference
-model.  ``tests/test_engine.py`` holds the oracle tests: engine == reference
+model.  ``tests/test_engine.py`` and ``tests/test_masker.py`` holds the oracle tests: engine == reference
 (masked path) on every track, and both == stock SepFormer at full width.
 """
 

@@ -16,7 +16,7 @@ output into the residual stream in place (``addmm_``), which saves two
 activation-sized tensors per layer.  While being traced (``torch.jit.trace``,
 e.g. by torchprofile) the engine uses out-of-place ops only, so stock MAC
 counters see every product.  The dispatch between these modes lives here
-alone; the reference layers define the numbers (``tests/test_engine.py``).
+alone; the reference layers define the numbers (``tests/test_engine.py`` and ``tests/test_masker.py``).
 
 Shapes: N sequences, M sequence length, F model dimension, h heads of a
 group, d head dimension, P routed tokens.
