@@ -21,6 +21,7 @@ import sys
 
 import speechbrain as sb
 import torch
+from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import MainProcessContext, run_on_main
 from speechbrain.utils.logger import get_logger
@@ -28,9 +29,9 @@ from speechbrain.utils.logger import get_logger
 from speechbrain_dsn.brain import DSNBrain
 from speechbrain_dsn.data.dataio import dataio_prep
 from speechbrain_dsn.data.prepare import prepare_dsn_data
-from speechbrain_dsn.evaluate import evaluate_test_sets
+from speechbrain_dsn.evaluation_stage import evaluate_test_sets
 from speechbrain_dsn.inference import export_inference_folder
-from speechbrain_dsn.recipe import load_hparams, load_pretrained_separator, save_hparams
+from speechbrain_dsn.recipe import load_pretrained_separator
 
 logger = get_logger(__name__)
 
@@ -38,13 +39,14 @@ logger = get_logger(__name__)
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
-    hparams = load_hparams(hparams_file, overrides)
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
 
     if hparams["test_checkpoint"] not in ("best", "last"):
         raise ValueError(f"test_checkpoint must be 'best' or 'last', got {hparams['test_checkpoint']!r}")
-    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
-    if sb.utils.distributed.if_main_process():
-        save_hparams(hparams, os.path.join(hparams["output_folder"], "hyperparams.yaml"))
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
 
     run_on_main(
         prepare_dsn_data,
@@ -52,6 +54,7 @@ def main(argv):
             "data_folder": hparams["data_folder"],
             "save_folder": hparams["data_save_folder"],
             "corpus": hparams["corpus"],
+            "num_spks": hparams["num_spks"],
             "sample_rate": hparams["sample_rate"],
             "noise_folder": hparams["noise_folder"],
             "seed": hparams["seed"],
@@ -61,15 +64,18 @@ def main(argv):
             "test_overlaps": hparams["test_overlaps"],
             "test_noise_activities": hparams["test_noise_activities"],
             "max_source_seconds": hparams["max_source_seconds"],
-            "official_test": hparams.get("official_test", True),
-            "wham_folder": hparams.get("wham_folder"),
+            "official_test": hparams["official_test"],
+            "wham_folder": hparams["wham_folder"],
             "skip_prep": hparams["skip_prep"],
         },
     )
     if hparams["pretrained_separator"]:
         # warm start (a stock SepFormer or a DSN); a checkpoint of this run, if any, wins in fit()
-        load_pretrained_separator(hparams["modules"], hparams["pretrained_separator"],
-                                  os.path.join(hparams["save_folder"], "pretrained_separator"))
+        load_pretrained_separator(
+            hparams["modules"],
+            hparams["pretrained_separator"],
+            os.path.join(hparams["save_folder"], "pretrained_separator"),
+        )
     train_data, valid_data, test_sets = dataio_prep({**hparams, "save_folder": hparams["data_save_folder"]})
 
     brain = DSNBrain(
@@ -84,8 +90,11 @@ def main(argv):
     # would reshuffle with a DistributedSampler of its own; given this sampler, each process
     # takes every N-th item of the same order, so N processes with batch_size b see the
     # global batches of one process with batch_size N * b.
-    shuffle = {"sampler": ReproducibleRandomSampler(train_data, seed=hparams["seed"])} if brain.distributed_launch \
+    shuffle = (
+        {"sampler": ReproducibleRandomSampler(train_data, seed=hparams["seed"])}
+        if brain.distributed_launch
         else {"shuffle": True}
+    )
     # Brain.fit returns at once under --test_only
     brain.fit(
         brain.hparams.epoch_counter,
@@ -106,8 +115,12 @@ def main(argv):
             # best: lowest validation loss (the paper's early stopping); last: the final epoch
             min_key = {"best": "loss", "last": None}[hparams["test_checkpoint"]]
             evaluate_test_sets(brain, test_sets, hparams["output_folder"], min_key=min_key)
-            folder = export_inference_folder(hparams, hparams["modules"],
-                                             os.path.join(hparams["output_folder"], "inference"))
+            folder = export_inference_folder(
+                hparams["model"].get_config(),
+                hparams["modules"],
+                os.path.join(hparams["output_folder"], "inference"),
+                hparams["sample_rate"],
+            )
         logger.info("inference folder written to %s", folder)
 
 

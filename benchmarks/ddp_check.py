@@ -35,15 +35,33 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(N_encoder_out=16, nhead=2, d_ffn=32, num_layers=1, num_dual_blocks=1, chunk_size=10,
-            gating_channels=8, gating_d_ffn=16, training_signal_len=4000)
+TINY = dict(
+    N_encoder_out=16,
+    nhead=2,
+    d_ffn=32,
+    num_layers=1,
+    num_dual_blocks=1,
+    chunk_size=10,
+    gating_channels=8,
+    gating_d_ffn=16,
+    training_signal_len=4000,
+)
 
 
 def train(out, data, nproc=None, backend="gloo", yaml="hparams/dsn_3level.yaml", timeout=600, **overrides):
     """Runs ``train.py --debug`` (under torchrun with ``nproc``); returns (step rows, seconds, command)."""
-    options = {**TINY, "output_folder": out, "data_save_folder": data, "test_conditions": "[ov100, ov25]",
-               "gmacs_seconds": 0.25, "n_plots": 1, "n_audio_to_save": 1, "debug_batches": 3,
-               "step_log": os.path.join(out, "steps.csv"), **overrides}
+    options = {
+        **TINY,
+        "output_folder": out,
+        "data_save_folder": data,
+        "test_conditions": "[ov100, ov25]",
+        "gmacs_seconds": 0.25,
+        "n_plots": 1,
+        "n_audio_to_save": 1,
+        "debug_batches": 3,
+        "step_log": os.path.join(out, "steps.csv"),
+        **overrides,
+    }
     launcher = [sys.executable]
     if nproc:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
@@ -95,7 +113,9 @@ def compare(one, many, rtol, atol):
         "max_abs_diff": max(abs_diff, default=0.0),
         "max_rel_diff": max((d / max(abs(x), 1e-12) for d, x in zip(abs_diff, a)), default=0.0),
         "tolerance": {"rtol": rtol, "atol": atol},
-        "equal": same_steps and same_gating and len(a) > 0
+        "equal": same_steps
+        and same_gating
+        and len(a) > 0
         and all(math.isclose(x, y, rel_tol=rtol, abs_tol=atol) for x, y in zip(a, b)),
     }
 
@@ -124,16 +144,30 @@ def main(argv=None):
         data = os.path.join(folder, "data")
         common = dict(gumbel_noise=False, gating_dropout=args.gating_dropout, debug_batches=args.debug_batches)
         one, t_one, cmd_one = train(os.path.join(folder, "one"), data, batch_size=args.global_batch, **common)
-        many, t_many, cmd_many = train(os.path.join(folder, f"nproc{args.nproc}"), data, nproc=args.nproc,
-                                       backend=args.backend, batch_size=args.global_batch // args.nproc, **common)
+        many, t_many, cmd_many = train(
+            os.path.join(folder, f"nproc{args.nproc}"),
+            data,
+            nproc=args.nproc,
+            backend=args.backend,
+            batch_size=args.global_batch // args.nproc,
+            **common,
+        )
         report = {
             "nproc": args.nproc,
             "global_batch": args.global_batch,
             "commands": {"one": " ".join(cmd_one[1:]), "ddp": "torchrun " + " ".join(cmd_many[3:])},
             "seconds": {"one": round(t_one, 1), "ddp": round(t_many, 1)},
-            "steps": [{"epoch": int(a["epoch"]), "step": int(a["step"]), "gating": a["gating"],
-                       "loss_one": float(a["loss"]), "loss_ddp": float(b["loss"]), "gating_ddp": b["gating"]}
-                      for a, b in zip(one, many)],
+            "steps": [
+                {
+                    "epoch": int(a["epoch"]),
+                    "step": int(a["step"]),
+                    "gating": a["gating"],
+                    "loss_one": float(a["loss"]),
+                    "loss_ddp": float(b["loss"]),
+                    "gating_ddp": b["gating"],
+                }
+                for a, b in zip(one, many)
+            ],
             **compare(one, many, args.rtol, args.atol),
             "test_summary_one": summary_rows(os.path.join(folder, "one")),
             "test_summary_ddp": summary_rows(os.path.join(folder, f"nproc{args.nproc}")),

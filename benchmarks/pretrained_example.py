@@ -19,11 +19,9 @@ test CSV (used once, to build the bundled files).
 import argparse
 import json
 import pathlib
-import shutil
 import sys
 import tempfile
 
-import numpy as np
 import soundfile as sf
 import torch
 
@@ -32,9 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 from speechbrain_dsn.complexity import gmacs_per_second, track_gmacs  # noqa: E402
 from speechbrain_dsn.data.vad import speech_activity  # noqa: E402
-from speechbrain_dsn.evaluation import SEGMENT_TYPES, frame_segment_types, si_sdr_improvement  # noqa: E402
 from speechbrain_dsn.inference import DSNSeparation  # noqa: E402
+from speechbrain_dsn.metrics import si_sdr_improvement  # noqa: E402
 from speechbrain_dsn.plotting import plot_utilization  # noqa: E402
+from speechbrain_dsn.segment_types import SEGMENT_TYPES, frame_segment_types  # noqa: E402
 
 
 def _read(path, rate):
@@ -57,26 +56,33 @@ def run(model: pathlib.Path, example: pathlib.Path, plot: bool = True) -> dict:
     levels = list(masknet.utilization_levels)
     modules = {"encoder": separator.mods.encoder, "masknet": masknet, "decoder": separator.mods.decoder}
     costs = {u: gmacs_per_second(modules, u, 4.0, rate) for u in levels}
-    out = {"model": str(model), "mixture": str(example / "mix.wav"), "seconds": round(len(mix) / rate, 2),
-           "modes": {}}
+    out = {"model": str(model), "mixture": str(example / "mix.wav"), "seconds": round(len(mix) / rate, 2), "modes": {}}
     for mode, utilization in [("internal", None)] + [(f"external_{u:g}", u) for u in levels]:
         with torch.no_grad():
             est = separator.separate_batch(mix[None], utilization=utilization)[0, : len(mix)]
         used = separator.last_utilization[0].cpu()
-        frames = frame_segment_types(*active, len(used), hop, kernel)
+        frames = frame_segment_types(active, len(used), hop, kernel)
         metrics = si_sdr_improvement(est, targets, mix)
         out["modes"][mode] = {
             "si_sdri": round(float(metrics["si_sdri"]), 2),
             "avg_utilization": round(float(used.mean()), 3),
             "gmacs": round(track_gmacs(costs, used), 2),
-            "mean_utilization": {name: round(float(used[frames == t].mean()), 3) if (frames == t).any() else None
-                                 for t, name in enumerate(SEGMENT_TYPES)},
+            "mean_utilization": {
+                name: round(float(used[frames == t].mean()), 3) if (frames == t).any() else None
+                for t, name in enumerate(SEGMENT_TYPES)
+            },
         }
         if mode == "internal" and plot:
-            out["plot"] = plot_utilization(mix, used, rate, hop, str(example / "utilization.png"), levels,
-                                           segment_types=frames,
-                                           title=f"pretrained DSN: SI-SDRi {float(metrics['si_sdri']):.1f} dB, "
-                                                 f"average U {float(used.mean()):.2f}")
+            out["plot"] = plot_utilization(
+                mix,
+                used,
+                rate,
+                hop,
+                str(example / "utilization.png"),
+                levels,
+                segment_types=frames,
+                title=f"pretrained DSN: SI-SDRi {float(metrics['si_sdri']):.1f} dB, average U {float(used.mean()):.2f}",
+            )
     return out
 
 
@@ -95,14 +101,19 @@ def make_example(csv_path: pathlib.Path, item_id: str, example: pathlib.Path) ->
     (example / "SOURCE.txt").write_text(
         f"Test mixture {item_id} of the replication's test speakers ({rows[item_id]['s1_spk']}, "
         f"{rows[item_id]['s2_spk']}), overlap {float(rows[item_id]['overlap']):.2f}.\n"
-        "Audio from LibriSpeech (CC BY 4.0) / CMU ARCTIC; attribution in data/demo/SOURCES.md.\n")
+        "Audio from LibriSpeech (CC BY 4.0) / CMU ARCTIC; attribution in data/demo/SOURCES.md.\n"
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=pathlib.Path, default=ROOT / "pretrained" / "dsn_small")
-    parser.add_argument("--example", type=pathlib.Path, default=None,
-                        help="folder with mix.wav, s1.wav, s2.wav (default: <model>/example)")
+    parser.add_argument(
+        "--example",
+        type=pathlib.Path,
+        default=None,
+        help="folder with mix.wav, s1.wav, s2.wav (default: <model>/example)",
+    )
     parser.add_argument("--make_example", nargs=2, metavar=("TEST_CSV", "ID"), default=None)
     parser.add_argument("--no_plot", action="store_true")
     args = parser.parse_args(argv)

@@ -84,6 +84,7 @@ def _log(message: str):
 
 # Data --------------------------------------------------------------------------------------------
 
+
 def build_speaker_folder(speech_folder: pathlib.Path, target: pathlib.Path) -> dict:
     """Symlinks ``<corpus>/<speaker>/<file>`` as ``target/<speaker>/<file>`` (the ``folder`` corpus layout).
 
@@ -119,8 +120,11 @@ def _read_csv(path) -> list:
 
 def speaker_split(data_folder: pathlib.Path) -> dict:
     """Speakers and distinct utterances of each prepared split, and whether the speakers are disjoint."""
-    tables = {"train": [data_folder / "train.csv"], "valid": [data_folder / "valid.csv"],
-              "test": sorted(data_folder.glob("test_*.csv"))}
+    tables = {
+        "train": [data_folder / "train.csv"],
+        "valid": [data_folder / "valid.csv"],
+        "test": sorted(data_folder.glob("test_*.csv")),
+    }
     split = {}
     for name, paths in tables.items():
         rows = [row for path in paths for row in _read_csv(path)]
@@ -130,11 +134,14 @@ def speaker_split(data_folder: pathlib.Path) -> dict:
         rows = _read_csv(tables[name][0])
         split[name]["utterances"] = len({row[f"s{i}_wav"] for row in rows for i in (1, 2)})
     sets = {name: set(split[name]["speakers"]) for name in tables}
-    split["disjoint"] = not (sets["train"] & sets["test"] or sets["train"] & sets["valid"] or sets["valid"] & sets["test"])
+    split["disjoint"] = not (
+        sets["train"] & sets["test"] or sets["train"] & sets["valid"] or sets["valid"] & sets["test"]
+    )
     return split
 
 
 # Jobs --------------------------------------------------------------------------------------------
+
 
 def planned_minutes(epochs: int, jobs: int, names=tuple(NETWORKS)) -> float:
     """Makespan of the job pool (jobs started in ``names`` order) from ``COST_MINUTES``.
@@ -153,11 +160,22 @@ def planned_minutes(epochs: int, jobs: int, names=tuple(NETWORKS)) -> float:
 def job_command(name: str, args, run_dir: pathlib.Path, speakers: pathlib.Path, data: pathlib.Path) -> list:
     """The ``train.py`` command line of one network."""
     yaml, overrides, _ = NETWORKS[name]
-    options = {"output_folder": run_dir, "experiment_name": name, "seed": args.seed,
-               "data_folder": speakers, "data_save_folder": data, "skip_prep": True,
-               "number_of_epochs": args.epochs, "num_train": args.num_train, "num_valid": args.num_valid,
-               "num_test": args.num_test, "max_source_seconds": args.max_source_seconds,
-               "test_checkpoint": args.test_checkpoint, **args.extra, **overrides}
+    options = {
+        "output_folder": run_dir,
+        "experiment_name": name,
+        "seed": args.seed,
+        "data_folder": speakers,
+        "data_save_folder": data,
+        "skip_prep": True,
+        "number_of_epochs": args.epochs,
+        "num_train": args.num_train,
+        "num_valid": args.num_valid,
+        "num_test": args.num_test,
+        "max_source_seconds": args.max_source_seconds,
+        "test_checkpoint": args.test_checkpoint,
+        **args.extra,
+        **overrides,
+    }
     command = [sys.executable, "train.py", yaml]
     for key, value in options.items():
         command += [f"--{key}", str(value)]
@@ -198,8 +216,10 @@ class _Progress:
                     lines = _epoch_lines(self.runs[name] / "train_log.txt")
                     last = lines[max(lines)] if lines else ""
                     stats = re.findall(r"valid (si-snr|avg_utilization): (\S+?)(?:,|$| -)", last)
-                    parts.append(f"{name} epoch {max(lines) if lines else 0}/{self.epochs}"
-                                 + "".join(f" {k}={v}" for k, v in stats))
+                    parts.append(
+                        f"{name} epoch {max(lines) if lines else 0}/{self.epochs}"
+                        + "".join(f" {k}={v}" for k, v in stats)
+                    )
                 if parts:
                     _log("; ".join(parts))
 
@@ -218,8 +238,12 @@ def _epoch_lines(train_log: pathlib.Path) -> dict:
 
 def run_jobs(args, runs: dict, speakers: pathlib.Path, data: pathlib.Path) -> dict:
     """Runs ``train.py`` for each network, ``args.jobs`` at a time; returns name -> job record."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "MKL_NUM_THREADS": str(args.threads),
+        "PYTHONUNBUFFERED": "1",
+    }
     progress = _Progress(runs, args.epochs, args.progress_s)
     records = {}
 
@@ -230,15 +254,23 @@ def run_jobs(args, runs: dict, speakers: pathlib.Path, data: pathlib.Path) -> di
         _log(f"start {name}: {' '.join(command[1:])}")
         progress.started[name] = time.time()
         with open(run_dir / "replicate_job.log", "w") as out:
-            code = subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+            code = subprocess.run(
+                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
+            ).returncode
         progress.poll()
         progress.finished[name] = time.time()
         wall = progress.finished[name] - progress.started[name]
         seen = progress.epoch_seen[name]
-        records[name] = {"command": command[1:], "returncode": code, "wall_s": round(wall, 1),
-                         "epoch_seen_s": {str(k): v for k, v in sorted(seen.items())}}
-        _log(f"{'done' if code == 0 else 'FAILED'} {name} in {wall / 60:.1f} min"
-             + ("" if code == 0 else f" (exit {code}; see {run_dir / 'replicate_job.log'})"))
+        records[name] = {
+            "command": command[1:],
+            "returncode": code,
+            "wall_s": round(wall, 1),
+            "epoch_seen_s": {str(k): v for k, v in sorted(seen.items())},
+        }
+        _log(
+            f"{'done' if code == 0 else 'FAILED'} {name} in {wall / 60:.1f} min"
+            + ("" if code == 0 else f" (exit {code}; see {run_dir / 'replicate_job.log'})")
+        )
         return code
 
     progress.start()
@@ -251,6 +283,7 @@ def run_jobs(args, runs: dict, speakers: pathlib.Path, data: pathlib.Path) -> di
 
 
 # Results -----------------------------------------------------------------------------------------
+
 
 def _float(value):
     try:
@@ -323,8 +356,12 @@ def summarize_run(run_dir: pathlib.Path) -> dict:
 def _target(passed, requirement: str, **measured) -> dict:
     if passed is None:
         return {"requirement": requirement, "status": "MISSING", "passed": False, "measured": measured}
-    return {"requirement": requirement, "status": "PASS" if passed else "FAIL", "passed": bool(passed),
-            "measured": measured}
+    return {
+        "requirement": requirement,
+        "status": "PASS" if passed else "FAIL",
+        "passed": bool(passed),
+        "measured": measured,
+    }
 
 
 def _ok(*values) -> bool:
@@ -340,8 +377,9 @@ def evaluate_targets(networks: dict) -> dict:
     requirement = f"SI-SDRi(static U=1.0) - SI-SDRi(static U=0.125) >= {MIN_STATIC_GAIN_DB} dB"
     if low and high and _ok(low["si_sdri"], high["si_sdri"]):
         gain = high["si_sdri"] - low["si_sdri"]
-        targets["a"] = _target(gain >= MIN_STATIC_GAIN_DB, requirement, static_1=high["si_sdri"],
-                               static_0125=low["si_sdri"], gain_db=gain)
+        targets["a"] = _target(
+            gain >= MIN_STATIC_GAIN_DB, requirement, static_1=high["si_sdri"], static_0125=low["si_sdri"], gain_db=gain
+        )
     else:
         targets["a"] = _target(None, requirement)
 
@@ -354,18 +392,30 @@ def evaluate_targets(networks: dict) -> dict:
         targets["b"] = _target(None, requirement)
 
     requirement = "DSN (internal gating) on or above the line joining the static networks (SI-SDRi vs avg U)"
-    if (low and high and dsn and _ok(low["si_sdri"], high["si_sdri"], dsn["si_sdri"], dsn["avg_utilization"])
-            and low["avg_utilization"] != high["avg_utilization"]):
+    if (
+        low
+        and high
+        and dsn
+        and _ok(low["si_sdri"], high["si_sdri"], dsn["si_sdri"], dsn["avg_utilization"])
+        and low["avg_utilization"] != high["avg_utilization"]
+    ):
         (u0, s0), (u1, s1) = (low["avg_utilization"], low["si_sdri"]), (high["avg_utilization"], high["si_sdri"])
         line = s0 + (s1 - s0) * (dsn["avg_utilization"] - u0) / (u1 - u0)
-        targets["c"] = _target(dsn["si_sdri"] >= line, requirement, dsn_si_sdri=dsn["si_sdri"],
-                               dsn_avg_utilization=dsn["avg_utilization"], line_si_sdri=line,
-                               margin_db=dsn["si_sdri"] - line)
+        targets["c"] = _target(
+            dsn["si_sdri"] >= line,
+            requirement,
+            dsn_si_sdri=dsn["si_sdri"],
+            dsn_avg_utilization=dsn["avg_utilization"],
+            line_si_sdri=line,
+            margin_db=dsn["si_sdri"] - line,
+        )
     else:
         targets["c"] = _target(None, requirement)
 
-    requirement = (f"DSN with dropout, external U=0.125: >= SI-SDRi(static U=0.125) - {MAX_EXTERNAL_GAP_DB} dB "
-                   "and > the DSN without dropout at external U=0.125")
+    requirement = (
+        f"DSN with dropout, external U=0.125: >= SI-SDRi(static U=0.125) - {MAX_EXTERNAL_GAP_DB} dB "
+        "and > the DSN without dropout at external U=0.125"
+    )
 
     def external_low(net):
         return net["gating_modes"].get("external_0.125", {}).get("si_sdri", {}).get("all") if net else None
@@ -373,9 +423,15 @@ def evaluate_targets(networks: dict) -> dict:
     drop, no_drop = external_low(dsn), external_low(nodrop)
     if low and _ok(drop, no_drop, low["si_sdri"]):
         gap = low["si_sdri"] - drop
-        targets["d"] = _target(gap <= MAX_EXTERNAL_GAP_DB and drop > no_drop, requirement,
-                               dsn_external_0125=drop, dsn_nodrop_external_0125=no_drop,
-                               static_0125=low["si_sdri"], gap_to_static_db=gap, gain_over_nodrop_db=drop - no_drop)
+        targets["d"] = _target(
+            gap <= MAX_EXTERNAL_GAP_DB and drop > no_drop,
+            requirement,
+            dsn_external_0125=drop,
+            dsn_nodrop_external_0125=no_drop,
+            static_0125=low["si_sdri"],
+            gap_to_static_db=gap,
+            gain_over_nodrop_db=drop - no_drop,
+        )
     else:
         targets["d"] = _target(None, requirement)
     return targets
@@ -387,26 +443,44 @@ def table2(networks: dict) -> dict:
     def mode(net, name, key="si_sdri"):
         return (net or {}).get("gating_modes", {}).get(name, {}).get(key, {}).get("all")
 
-    rows = [{"model": "static", "dropout": "-", "internal": None, "internal_avg_utilization": None,
-             "external_0.125": (networks.get("static_0.125") or {}).get("si_sdri"),
-             "external_1": (networks.get("static_1") or {}).get("si_sdri")}]
+    rows = [
+        {
+            "model": "static",
+            "dropout": "-",
+            "internal": None,
+            "internal_avg_utilization": None,
+            "external_0.125": (networks.get("static_0.125") or {}).get("si_sdri"),
+            "external_1": (networks.get("static_1") or {}).get("si_sdri"),
+        }
+    ]
     for name, dropout in (("dsn_nodrop", "no"), ("dsn", "yes")):
         net = networks.get(name)
-        rows.append({"model": "DSN {0.125, 1.0}", "dropout": dropout, "internal": mode(net, "internal"),
-                     "internal_avg_utilization": mode(net, "internal", "avg_utilization"),
-                     "external_0.125": mode(net, "external_0.125"), "external_1": mode(net, "external_1")})
+        rows.append(
+            {
+                "model": "DSN {0.125, 1.0}",
+                "dropout": dropout,
+                "internal": mode(net, "internal"),
+                "internal_avg_utilization": mode(net, "internal", "avg_utilization"),
+                "external_0.125": mode(net, "external_0.125"),
+                "external_1": mode(net, "external_1"),
+            }
+        )
 
     def cell(value, fmt="{:.2f}"):
         return fmt.format(value) if _ok(value) else "-"
 
-    lines = ["| model | gating dropout | internal gating | external U=0.125 | external U=1.0 |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| model | gating dropout | internal gating | external U=0.125 | external U=1.0 |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
         internal = cell(row["internal"])
         if _ok(row["internal_avg_utilization"]):
             internal += f" ({row['internal_avg_utilization']:.2f})"
-        lines.append(f"| {row['model']} | {row['dropout']} | {internal} | {cell(row['external_0.125'])} "
-                     f"| {cell(row['external_1'])} |")
+        lines.append(
+            f"| {row['model']} | {row['dropout']} | {internal} | {cell(row['external_0.125'])} "
+            f"| {cell(row['external_1'])} |"
+        )
     return {"rows": rows, "markdown": "\n".join(lines) + "\n"}
 
 
@@ -432,26 +506,47 @@ def make_plots(networks: dict, folder: pathlib.Path) -> list:
     if dsn:
         levels = sorted({float(u) for seg in dsn["utilization_by_segment"].values() for u in seg["shares"]})
         segments = dsn["utilization_by_segment"]
-        shares = {f"{name}\nmean U {segments[name]['mean_utilization']:.3f}":
-                  [segments[name]["shares"].get(f"{u:g}", 0.0) for u in levels] for name in SEGMENT_TYPES}
-        written.append(plot_level_shares(shares, levels, str(folder / "fig9_level_shares.png"),
-                                         title="DSN, internal gating: share of each level"))
+        shares = {
+            f"{name}\nmean U {segments[name]['mean_utilization']:.3f}": [
+                segments[name]["shares"].get(f"{u:g}", 0.0) for u in levels
+            ]
+            for name in SEGMENT_TYPES
+        }
+        written.append(
+            plot_level_shares(
+                shares, levels, str(folder / "fig9_level_shares.png"), title="DSN, internal gating: share of each level"
+            )
+        )
     rows, reference = [], []
     for name, net in networks.items():
         mode = net["gating_modes"][net["headline_gating"]]
         for condition, value in mode["si_sdri"].items():
             if condition != "all":
-                rows.append({"model": NETWORKS[name][2], "condition": condition, "si_sdri": value,
-                             "avg_utilization": mode["avg_utilization"][condition], "gmacs": mode["gmacs"][condition]})
+                rows.append(
+                    {
+                        "model": NETWORKS[name][2],
+                        "condition": condition,
+                        "si_sdri": value,
+                        "avg_utilization": mode["avg_utilization"][condition],
+                        "gmacs": mode["gmacs"][condition],
+                    }
+                )
         if name.startswith("static_") and _ok(net["si_sdri"], net["avg_utilization"]):
             reference.append((net["avg_utilization"], net["si_sdri"]))
     if rows:
-        written.append(plot_tradeoff(rows, str(folder / "fig10_tradeoff.png"), marker_by="model",
-                                     reference=reference if len(reference) == 2 else None))
+        written.append(
+            plot_tradeoff(
+                rows,
+                str(folder / "fig10_tradeoff.png"),
+                marker_by="model",
+                reference=reference if len(reference) == 2 else None,
+            )
+        )
     table = folder / "table2.md"
     table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text("SI-SDRi (dB) over all test conditions; average utilization in parentheses.\n\n"
-                     + table2(networks)["markdown"])
+    table.write_text(
+        "SI-SDRi (dB) over all test conditions; average utilization in parentheses.\n\n" + table2(networks)["markdown"]
+    )
     written.append(str(table))
     return written
 
@@ -471,39 +566,70 @@ def bundle_inference(run_dir: pathlib.Path, bundle: pathlib.Path) -> str:
 
 # Main --------------------------------------------------------------------------------------------
 
+
 def _parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--speech_folder", type=pathlib.Path, default=ROOT.parent / "shared" / "speech",
-                        help="<corpus>/<speaker>/<audio> tree (default: ../shared/speech from the repository root)")
-    parser.add_argument("--output", type=pathlib.Path, default=None,
-                        help="training outputs (default results/replication, smoke: results/replication_smoke)")
-    parser.add_argument("--json", type=pathlib.Path, default=None,
-                        help="results file (default benchmarks/results_replication.json; smoke: in --output)")
-    parser.add_argument("--plots", type=pathlib.Path, default=None,
-                        help="figures and Table II (default benchmarks/replication; smoke: in --output)")
-    parser.add_argument("--bundle", type=pathlib.Path, default=None,
-                        help="where the DSN's inference folder is copied (default pretrained/dsn_small; "
-                             "smoke: in --output)")
+    parser.add_argument(
+        "--speech_folder",
+        type=pathlib.Path,
+        default=ROOT.parent / "shared" / "speech",
+        help="<corpus>/<speaker>/<audio> tree (default: ../shared/speech from the repository root)",
+    )
+    parser.add_argument(
+        "--output",
+        type=pathlib.Path,
+        default=None,
+        help="training outputs (default results/replication, smoke: results/replication_smoke)",
+    )
+    parser.add_argument(
+        "--json",
+        type=pathlib.Path,
+        default=None,
+        help="results file (default benchmarks/results_replication.json; smoke: in --output)",
+    )
+    parser.add_argument(
+        "--plots",
+        type=pathlib.Path,
+        default=None,
+        help="figures and Table II (default benchmarks/replication; smoke: in --output)",
+    )
+    parser.add_argument(
+        "--bundle",
+        type=pathlib.Path,
+        default=None,
+        help="where the DSN's inference folder is copied (default pretrained/dsn_small; smoke: in --output)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help=f"epochs per network (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--jobs", type=int, default=4,
-                        help="networks trained at the same time (4: all at once, sharing the cores)")
+    parser.add_argument(
+        "--jobs", type=int, default=4, help="networks trained at the same time (4: all at once, sharing the cores)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument("--seed", type=int, default=1234, help="training seed of every network")
-    parser.add_argument("--test_checkpoint", choices=("best", "last"), default="last",
-                        help="checkpoint the test stage evaluates (default last: at this scale the 10 validation "
-                             "mixtures of 2 speakers pick an early, untrained epoch; measured 2026-12-01, static "
-                             "U=0.125: best -0.34 dB, last +1.38 dB SI-SDRi on the test speakers)")
+    parser.add_argument(
+        "--test_checkpoint",
+        choices=("best", "last"),
+        default="last",
+        help="checkpoint the test stage evaluates (default last: at this scale the 10 validation "
+        "mixtures of 2 speakers pick an early, untrained epoch; measured 2026-12-01, static "
+        "U=0.125: best -0.34 dB, last +1.38 dB SI-SDRi on the test speakers)",
+    )
     parser.add_argument("--data_seed", type=int, default=DATA_SEED, help="seed of the speaker split and pairs")
     parser.add_argument("--num_train", type=int, default=100, help="training pairs per epoch")
     parser.add_argument("--num_valid", type=int, default=10)
     parser.add_argument("--num_test", type=int, default=10, help="test mixtures per overlap condition")
     parser.add_argument("--max_source_seconds", type=float, default=5.0)
     parser.add_argument("--progress_s", type=float, default=60.0, help="seconds between progress lines")
-    parser.add_argument("--smoke", action="store_true",
-                        help=f"pipeline check: {SMOKE['epochs']} epoch, {SMOKE['num_train']} training pairs")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"pipeline check: {SMOKE['epochs']} epoch, {SMOKE['num_train']} training pairs",
+    )
     parser.add_argument("--report_only", action="store_true", help="do not train; re-read the runs in --output")
-    parser.add_argument("--fresh", action="store_true",
-                        help="delete earlier runs in --output first (otherwise they resume from their checkpoints)")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete earlier runs in --output first (otherwise they resume from their checkpoints)",
+    )
     args = parser.parse_args(argv)
     args.extra = {}
     if args.smoke:
@@ -511,8 +637,12 @@ def _parse_args(argv=None):
         args.num_train, args.num_valid, args.num_test = SMOKE["num_train"], SMOKE["num_valid"], SMOKE["num_test"]
         args.extra = SMOKE["extra"]
     args.epochs = args.epochs or DEFAULT_EPOCHS
-    out = args.output = (args.output or ROOT / ("results/replication_smoke" if args.smoke else "results/replication")).resolve()
-    args.json = args.json or (out / "results_replication.json" if args.smoke else ROOT / "benchmarks/results_replication.json")
+    out = args.output = (
+        args.output or ROOT / ("results/replication_smoke" if args.smoke else "results/replication")
+    ).resolve()
+    args.json = args.json or (
+        out / "results_replication.json" if args.smoke else ROOT / "benchmarks/results_replication.json"
+    )
     args.plots = args.plots or (out / "plots" if args.smoke else ROOT / "benchmarks/replication")
     args.bundle = args.bundle or (out / "bundle" if args.smoke else ROOT / "pretrained/dsn_small")
     return args
@@ -528,8 +658,10 @@ def main(argv=None) -> int:
     jobs_file = out / "jobs.json"
     _log(f"replication: {args.epochs} epochs, {args.jobs} jobs x {args.threads} thread(s), output {out}")
     if not args.smoke:
-        _log(f"planned wall time about {planned_minutes(args.epochs, args.jobs) + 1:.0f} min "
-             "(COST_MINUTES, measured on this 2-core machine; more if it is shared)")
+        _log(
+            f"planned wall time about {planned_minutes(args.epochs, args.jobs) + 1:.0f} min "
+            "(COST_MINUTES, measured on this 2-core machine; more if it is shared)"
+        )
 
     if args.bundle.exists() and not (args.bundle / "hyperparams.yaml").is_file():
         raise FileExistsError(f"--bundle {args.bundle} exists and is not an inference folder")
@@ -545,17 +677,35 @@ def main(argv=None) -> int:
         corpus_of = build_speaker_folder(args.speech_folder.resolve(), speakers)
         _log(f"{len(corpus_of)} speakers linked under {speakers}; preparing data in {data}")
         prep_start = time.time()
-        command = [sys.executable, "prepare_data.py", "--corpus", "folder", "--data_folder", str(speakers),
-                   "--save_folder", str(data), "--seed", str(args.data_seed), "--num_train", str(args.num_train),
-                   "--num_valid", str(args.num_valid), "--num_test", str(args.num_test),
-                   "--max_source_seconds", str(args.max_source_seconds)]
+        command = [
+            sys.executable,
+            "prepare_data.py",
+            "--corpus",
+            "folder",
+            "--data_folder",
+            str(speakers),
+            "--save_folder",
+            str(data),
+            "--seed",
+            str(args.data_seed),
+            "--num_train",
+            str(args.num_train),
+            "--num_valid",
+            str(args.num_valid),
+            "--num_test",
+            str(args.num_test),
+            "--max_source_seconds",
+            str(args.max_source_seconds),
+        ]
         subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         prep_s = time.time() - prep_start
     split = speaker_split(data)
     # the split prepare_dsn_data drew; small CSVs (--smoke) may not use every speaker of it
     split["assigned"] = corpora.split_speakers(list(corpora.find_folder(speakers)), args.data_seed)
-    _log(f"speakers: train {split['train']['speakers']}, valid {split['valid']['speakers']}, "
-         f"test {split['test']['speakers']}")
+    _log(
+        f"speakers: train {split['train']['speakers']}, valid {split['valid']['speakers']}, "
+        f"test {split['test']['speakers']}"
+    )
     if not split["disjoint"]:
         raise RuntimeError(f"train/valid/test speakers overlap: {split}")
 
@@ -575,24 +725,58 @@ def main(argv=None) -> int:
         else:
             _log(f"no results for {name}")
     dsn_hp = (networks.get("dsn") or next(iter(networks.values()), {})).get("hparams", {})
-    model_keys = ("N_encoder_out", "num_dual_blocks", "num_layers", "nhead", "d_ffn", "chunk_size",
-                  "kernel_size", "kernel_stride")
-    training_keys = ("number_of_epochs", "batch_size", "lr", "training_signal_len", "dynamic_mixing", "alpha",
-                     "alpha_warmup_epochs", "weighting", "sd_a", "sd_b", "sd_form", "segment_ms", "gating_dropout",
-                     "gumbel_tau", "gumbel_noise", "early_stop_patience", "clip_grad_norm", "pretrained_separator")
+    model_keys = (
+        "N_encoder_out",
+        "num_dual_blocks",
+        "num_layers",
+        "nhead",
+        "d_ffn",
+        "chunk_size",
+        "kernel_size",
+        "kernel_stride",
+    )
+    training_keys = (
+        "number_of_epochs",
+        "batch_size",
+        "lr",
+        "training_signal_len",
+        "dynamic_mixing",
+        "alpha",
+        "alpha_warmup_epochs",
+        "weighting",
+        "sd_a",
+        "sd_b",
+        "sd_form",
+        "segment_ms",
+        "gating_dropout",
+        "gumbel_tau",
+        "gumbel_noise",
+        "early_stop_patience",
+        "clip_grad_norm",
+        "pretrained_separator",
+    )
     config = {
         "command": " ".join(["python", "benchmarks/replicate.py"] + (argv if argv is not None else sys.argv[1:])),
         "epochs": args.epochs,
-        "networks": {name: {"yaml": NETWORKS[name][0], "overrides": NETWORKS[name][1],
-                            "label": NETWORKS[name][2]} for name in NETWORKS},
+        "networks": {
+            name: {"yaml": NETWORKS[name][0], "overrides": NETWORKS[name][1], "label": NETWORKS[name][2]}
+            for name in NETWORKS
+        },
         "model": {k: dsn_hp.get(k) for k in model_keys},
         "training": {k: dsn_hp.get(k) for k in training_keys},
         "seeds": {"training": args.seed, "data": args.data_seed},
         "test_checkpoint": args.test_checkpoint,
-        "data": {"speech_folder": str(args.speech_folder), "num_train": args.num_train,
-                 "num_valid": args.num_valid, "num_test_per_condition": args.num_test,
-                 "max_source_seconds": args.max_source_seconds, "speakers": split},
-        "jobs": args.jobs, "threads_per_job": args.threads, "cpu_count": os.cpu_count(),
+        "data": {
+            "speech_folder": str(args.speech_folder),
+            "num_train": args.num_train,
+            "num_valid": args.num_valid,
+            "num_test_per_condition": args.num_test,
+            "max_source_seconds": args.max_source_seconds,
+            "speakers": split,
+        },
+        "jobs": args.jobs,
+        "threads_per_job": args.threads,
+        "cpu_count": os.cpu_count(),
         "smoke": args.smoke,
         "wall_s": {"prepare": round(prep_s, 1), **{n: r.get("wall_s") for n, r in records.items()}},
     }
@@ -612,8 +796,10 @@ def main(argv=None) -> int:
 
     print(results["table2"]["markdown"])
     for key, target in results["targets"].items():
-        _log(f"target {key}: {target['status']}  {target['requirement']}  "
-             + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in target["measured"].items()))
+        _log(
+            f"target {key}: {target['status']}  {target['requirement']}  "
+            + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in target["measured"].items())
+        )
     _log(f"{results['passed']} targets passed; total {config['wall_s']['total'] / 60:.1f} min; wrote {args.json}")
     failed = [name for name, record in records.items() if record.get("returncode")]
     return 1 if failed or len(networks) < len(NETWORKS) else 0

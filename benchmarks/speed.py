@@ -57,8 +57,15 @@ from speechbrain_dsn.model import DSNSepformer, stock_sepformer  # noqa: E402
 
 LEVELS = (0.125, 0.25, 0.5, 0.75, 1.0)
 #: d_model 32, one layer per block: a configuration for smoke tests.
-TINY_CONFIG = {**DSNConfig.paper(), "N_encoder_out": 32, "chunk_size": 10, "num_dual_blocks": 1, "num_layers": 1,
-               "nhead": 4, "d_ffn": 64}
+TINY_CONFIG = {
+    **DSNConfig.paper(),
+    "N_encoder_out": 32,
+    "chunk_size": 10,
+    "num_dual_blocks": 1,
+    "num_layers": 1,
+    "nhead": 4,
+    "d_ffn": 64,
+}
 #: issue 4 targets: name -> (numerator, denominator, bound, description)
 TARGETS = {
     "a_low_vs_full_masker": ("masker U=lowest", "masker U=1.0", 1 / 5.0, "U=0.125 >= 5.0x faster than U=1.0"),
@@ -175,17 +182,25 @@ def target_ratios(times, raw):
     for key, (num, den, bound, text) in TARGETS.items():
         paired = per_round(num, den)
         ratio = statistics.median(paired)
-        ratios[key] = dict(ratio=round(ratio, 4), bound=round(bound, 4), passed=ratio <= bound, target=text,
-                           ratio_of_medians=round(times[num] / times[den], 4),
-                           per_round=dict(min=round(paired[0], 4), max=round(paired[-1], 4)))
+        ratios[key] = dict(
+            ratio=round(ratio, 4),
+            bound=round(bound, 4),
+            passed=ratio <= bound,
+            target=text,
+            ratio_of_medians=round(times[num] / times[den], 4),
+            per_round=dict(min=round(paired[0], 4), max=round(paired[-1], 4)),
+        )
         if key == "a_low_vs_full_masker":
             ratios[key]["speedup"] = round(1 / ratio, 3)
     # the same paired estimate for the whole separator and the static network
     ratios["a_low_vs_full_separator_speedup"] = round(
-        1 / statistics.median(per_round("separator U=lowest", "separator U=1.0")), 3)
-    for key, num, den in (("b_full_vs_stock_separator", "separator U=1.0", "separator stock"),
-                          ("c_dynamic_vs_fixed_mean_separator", "separator dynamic", "separator fixed mean"),
-                          ("d_static_train_vs_stock", "train static U=1.0", "train stock")):
+        1 / statistics.median(per_round("separator U=lowest", "separator U=1.0")), 3
+    )
+    for key, num, den in (
+        ("b_full_vs_stock_separator", "separator U=1.0", "separator stock"),
+        ("c_dynamic_vs_fixed_mean_separator", "separator dynamic", "separator fixed mean"),
+        ("d_static_train_vs_stock", "train static U=1.0", "train stock"),
+    ):
         ratios[key] = round(statistics.median(per_round(num, den)), 4)
     return ratios
 
@@ -255,9 +270,15 @@ def run(args):
     return dict(
         machine=machine_info(device, args.threads),
         setup=dict(
-            seconds=seconds, sample_rate=sample_rate, repeats=repeats, tiny=args.tiny, levels=LEVELS,
+            seconds=seconds,
+            sample_rate=sample_rate,
+            repeats=repeats,
+            tiny=args.tiny,
+            levels=LEVELS,
             dynamic_track="alternating 0.3 s segments of U=%g and U=%g" % (LEVELS[0], LEVELS[-1]),
-            gating_level_shares={str(u): round(float((gating_levels - u).abs().lt(1e-4).float().mean()), 3) for u in LEVELS},
+            gating_level_shares={
+                str(u): round(float((gating_levels - u).abs().lt(1e-4).float().mean()), 3) for u in LEVELS
+            },
         ),
         seconds_median={k: round(v, 5) for k, v in times.items()},
         seconds_all={k: [round(x, 5) for x in v] for k, v in raw.items()},

@@ -43,11 +43,25 @@ TINY = {"N_encoder_out": 32, "num_layers": 1, "nhead": 4, "d_ffn": 64, "num_dual
 
 
 def command(out, args):
-    options = {**TINY, "number_of_epochs": args.epochs, "num_train": args.steps, "num_valid": 1, "num_test": 1,
-               "test_overlaps": "[1.0]", "test_conditions": "[ov100]", "batch_size": 1,
-               "training_signal_len": 8000, "ckpt_interval_minutes": 0, "ckpt_interval_steps": args.interval,
-               "gmacs_seconds": 0.25, "n_plots": 0, "save_audio": False, "step_log": os.path.join(out, "steps.csv"),
-               "output_folder": out, "seed": args.seed}
+    options = {
+        **TINY,
+        "number_of_epochs": args.epochs,
+        "num_train": args.steps,
+        "num_valid": 1,
+        "num_test": 1,
+        "test_overlaps": "[1.0]",
+        "test_conditions": "[ov100]",
+        "batch_size": 1,
+        "training_signal_len": 8000,
+        "ckpt_interval_minutes": 0,
+        "ckpt_interval_steps": args.interval,
+        "gmacs_seconds": 0.25,
+        "n_plots": 0,
+        "save_audio": False,
+        "step_log": os.path.join(out, "steps.csv"),
+        "output_folder": out,
+        "seed": args.seed,
+    }
     cmd = [sys.executable, "train.py", "hparams/dsn_2level.yaml"]
     for key, value in options.items():
         cmd += [f"--{key}", str(value)]
@@ -59,8 +73,9 @@ def steps(out):
     if not os.path.exists(os.path.join(out, "steps.csv")):
         return []
     with open(os.path.join(out, "steps.csv")) as fin:
-        return [(r["epoch"], r["step"], r["loss"], r["gating"]) for r in csv.DictReader(fin)
-                if r.get("gating")]  # a line being written when the process was killed is incomplete
+        return [
+            (r["epoch"], r["step"], r["loss"], r["gating"]) for r in csv.DictReader(fin) if r.get("gating")
+        ]  # a line being written when the process was killed is incomplete
 
 
 def read(path):
@@ -75,8 +90,12 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8, help="training pairs = steps per epoch (batch 1)")
     parser.add_argument("--interval", type=int, default=3, help="intra-epoch checkpoint every N steps")
-    parser.add_argument("--min_delay", type=float, default=0.2,
-                        help="delay before a kill, at least, as a fraction of the uninterrupted run's time")
+    parser.add_argument(
+        "--min_delay",
+        type=float,
+        default=0.2,
+        help="delay before a kill, at least, as a fraction of the uninterrupted run's time",
+    )
     parser.add_argument("--max_delay", type=float, default=0.8, help="the same, at most")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
@@ -92,8 +111,9 @@ def main(argv=None):
     total = args.epochs * args.steps
     while len(kills) < args.kills:
         logged = len(steps(killed))
-        proc = subprocess.Popen(command(killed, args), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            command(killed, args), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         start = time.monotonic()
         remaining = total - len({(e, s) for e, s, _, _ in steps(killed)})
         if len(kills) % 4 == 3 or remaining < 2:  # at any moment: start-up, preparation, test stage...
@@ -113,8 +133,14 @@ def main(argv=None):
         logged = len(steps(killed))
         save = os.path.join(killed, "save")
         hidden = [p for p in os.listdir(save) if p.startswith(".")] if os.path.isdir(save) else []
-        kills.append({"kind": kind, "after_s": round(time.monotonic() - start, 2), "steps_logged": logged,
-                      "in_checkpoint_save_or_delete": bool(hidden)})
+        kills.append(
+            {
+                "kind": kind,
+                "after_s": round(time.monotonic() - start, 2),
+                "steps_logged": logged,
+                "in_checkpoint_save_or_delete": bool(hidden),
+            }
+        )
     if not finished:
         subprocess.run(command(killed, args), cwd=ROOT, env=env, check=True, capture_output=True)
 
@@ -134,9 +160,14 @@ def main(argv=None):
         while start + n < end and keys[start + n] in keys[:start]:
             n += 1
         kill["redone"] = n
-    inference = all(torch.equal(a, b) for name in ("encoder", "masknet", "decoder")
-                    for a, b in zip(torch.load(os.path.join(reference, "inference", f"{name}.ckpt")).values(),
-                                    torch.load(os.path.join(killed, "inference", f"{name}.ckpt")).values()))
+    inference = all(
+        torch.equal(a, b)
+        for name in ("encoder", "masknet", "decoder")
+        for a, b in zip(
+            torch.load(os.path.join(reference, "inference", f"{name}.ckpt")).values(),
+            torch.load(os.path.join(killed, "inference", f"{name}.ckpt")).values(),
+        )
+    )
     result = {
         "reference_s": round(duration, 1),
         "kills": kills,
@@ -152,8 +183,14 @@ def main(argv=None):
         "leftovers": sorted(p for p in os.listdir(os.path.join(killed, "save")) if p.startswith(".")),
     }
     print(json.dumps(result))
-    ok = (same_steps and result["same_train_log"] and result["same_test_results"] and inference
-          and result["max_redone_per_kill"] <= args.interval and not result["leftovers"])
+    ok = (
+        same_steps
+        and result["same_train_log"]
+        and result["same_test_results"]
+        and inference
+        and result["max_redone_per_kill"] <= args.interval
+        and not result["leftovers"]
+    )
     return 0 if ok else 1
 
 

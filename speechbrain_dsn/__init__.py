@@ -6,9 +6,9 @@ SpeechBrain plugin.
 """
 
 from .gating import GatingModule
+from .layers import SlimmableTransformerBlock
 from .masker import DSNMasker
 from .model import DSNSepformer
-from .layers import SlimmableTransformerBlock
 
 __all__ = ["DSNMasker", "DSNSepformer", "GatingModule", "SlimmableTransformerBlock"]
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ uniformly drawn level is applied to all frames).  Only ``compute_forward``,
 with ``max_grad_norm``, non-finite loss checks) keeps working.
 
 The test stage (per-condition, per-gating-mode evaluation, plots and the
-inference folder) lives in :mod:`speechbrain_dsn.evaluate`.
+inference folder) lives in :mod:`speechbrain_dsn.evaluation_stage`.
 """
 
 import os
@@ -50,9 +50,22 @@ class DSNBrain(sb.Brain):
     """
 
     #: Hyperparameters read by the brain (see ``hparams/base.yaml``).
-    HPARAMS = ("num_spks", "sample_rate", "kernel_size", "kernel_stride", "alpha", "weighting", "sd_a", "sd_b",
-               "sd_form", "segment_ms", "gating_dropout", "alpha_warmup_epochs", "full_width_warmup_epochs",
-               "step_log")
+    HPARAMS = (
+        "num_spks",
+        "sample_rate",
+        "kernel_size",
+        "kernel_stride",
+        "alpha",
+        "weighting",
+        "sd_a",
+        "sd_b",
+        "sd_form",
+        "segment_ms",
+        "gating_dropout",
+        "alpha_warmup_epochs",
+        "full_width_warmup_epochs",
+        "step_log",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -127,9 +140,7 @@ class DSNBrain(sb.Brain):
         batch = batch.to(self.device)
         mix, _ = batch.mix_sig
         # [B, T, spks]
-        targets = torch.stack(
-            [getattr(batch, f"s{i + 1}_sig")[0] for i in range(self.hparams.num_spks)], dim=-1
-        )
+        targets = torch.stack([getattr(batch, f"s{i + 1}_sig")[0] for i in range(self.hparams.num_spks)], dim=-1)
         external = self._gating_dropout() if stage == sb.Stage.TRAIN else None
         est = separate(self.modules.encoder, self.modules.masknet, self.modules.decoder, mix, external)
         # Under gating dropout the gates were ignored, so eq. 18 has nothing to penalise.
@@ -231,8 +242,13 @@ class DSNBrain(sb.Brain):
         if stage == sb.Stage.TRAIN and epoch is not None and dataset is not None:
             # before the DataLoader iterator (and its workers) is created
             dataset.set_epoch(epoch)
-        self._stats = dict(si_snr=0.0, complexity=0.0, batches=0, utilization=0.0,
-                           histogram=torch.zeros(len(self.levels), dtype=torch.long))
+        self._stats = dict(
+            si_snr=0.0,
+            complexity=0.0,
+            batches=0,
+            utilization=0.0,
+            histogram=torch.zeros(len(self.levels), dtype=torch.long),
+        )
         resumed, self._resumed_stats = getattr(self, "_resumed_stats", None), None
         if stage == sb.Stage.TRAIN and resumed is not None and self.step > 0:
             # an epoch resumed from an intra-epoch checkpoint: its statistics so far

@@ -45,9 +45,18 @@ import numpy as np
 import torch
 import yaml
 from speechbrain.utils import epoch_loop
-from speechbrain.utils.checkpoints import (DEFAULT_SAVE_HOOKS, METAFNAME, PARAMFILE_EXT, Checkpoint, Checkpointer,
-                                           ckpt_recency, get_default_hook, mark_as_loader, mark_as_saver,
-                                           register_checkpoint_hooks)
+from speechbrain.utils.checkpoints import (
+    DEFAULT_SAVE_HOOKS,
+    METAFNAME,
+    PARAMFILE_EXT,
+    Checkpoint,
+    Checkpointer,
+    ckpt_recency,
+    get_default_hook,
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
 from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process, is_distributed_initialized
 
 __all__ = ["AtomicCheckpointer", "RNGState", "EpochCounterWithStopper", "CheckpointLoadError"]
@@ -94,16 +103,23 @@ class AtomicCheckpointer(Checkpointer):
     [False]
     """
 
-    def __init__(self, checkpoints_dir, recoverables=None, custom_load_hooks=None, custom_save_hooks=None,
-                 allow_partial_load=False):
+    def __init__(
+        self,
+        checkpoints_dir,
+        recoverables=None,
+        custom_load_hooks=None,
+        custom_save_hooks=None,
+        allow_partial_load=False,
+    ):
         super().__init__(checkpoints_dir, recoverables, custom_load_hooks, custom_save_hooks, allow_partial_load)
         if if_main_process():
             self._remove_leftovers()
 
     def add_recoverable(self, name, obj, custom_load_hook=None, custom_save_hook=None, optional_load=False):
         """As in SpeechBrain; an :class:`RNGState` is always optional on loading."""
-        super().add_recoverable(name, obj, custom_load_hook, custom_save_hook,
-                                optional_load=optional_load or isinstance(obj, RNGState))
+        super().add_recoverable(
+            name, obj, custom_load_hook, custom_save_hook, optional_load=optional_load or isinstance(obj, RNGState)
+        )
 
     def add_recoverables(self, recoverables):
         """As in SpeechBrain, one :meth:`add_recoverable` each."""
@@ -121,7 +137,7 @@ class AtomicCheckpointer(Checkpointer):
                 logger.warning("removing %s, left by an interrupted checkpoint save or deletion", path)
                 shutil.rmtree(path, ignore_errors=True)
 
-    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):
+    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):  # noqa: B006 (SpeechBrain signature; not mutated)
         """Saves a checkpoint as SpeechBrain does, into a hidden folder renamed at the end.
 
         Arguments and return value as in SpeechBrain's ``Checkpointer.save_checkpoint``.
@@ -142,8 +158,9 @@ class AtomicCheckpointer(Checkpointer):
                 continue
             hook = get_default_hook(obj, DEFAULT_SAVE_HOOKS)
             if hook is None:
-                raise RuntimeError(f"Don't know how to save {type(obj)}. Register a default hook "
-                                   "or add a custom hook for this object.")
+                raise RuntimeError(
+                    f"Don't know how to save {type(obj)}. Register a default hook or add a custom hook for this object."
+                )
             hook(obj, savepath)
         ddp_barrier()  # every process has written its files
 
@@ -159,13 +176,22 @@ class AtomicCheckpointer(Checkpointer):
             _fsync(self.checkpoints_dir)
             paramfiles = {p.stem: p for p in final.iterdir() if p.suffix == PARAMFILE_EXT}
             checkpoint = Checkpoint(final, saved_meta, paramfiles)
-            logger.log(verbosity, "Saved an %s checkpoint in %s",
-                       "end-of-epoch" if end_of_epoch else "intra-epoch", final)
+            logger.log(
+                verbosity, "Saved an %s checkpoint in %s", "end-of-epoch" if end_of_epoch else "intra-epoch", final
+            )
         ddp_barrier()  # the checkpoint is visible to every process
         return checkpoint
 
-    def delete_checkpoints(self, *, num_to_keep=1, min_keys=None, max_keys=None, importance_keys=None,
-                           ckpt_predicate=None, verbosity=logging.INFO):
+    def delete_checkpoints(
+        self,
+        *,
+        num_to_keep=1,
+        min_keys=None,
+        max_keys=None,
+        importance_keys=None,
+        ckpt_predicate=None,
+        verbosity=logging.INFO,
+    ):
         """Deletes the least important checkpoints, as SpeechBrain does, each one atomically.
 
         Arguments as in SpeechBrain's ``Checkpointer.delete_checkpoints``
@@ -180,8 +206,9 @@ class AtomicCheckpointer(Checkpointer):
         candidates, protected = set(), set()
         for key in keys:
             candidates.update(self.find_checkpoints(ckpt_predicate=ckpt_predicate, **key))
-            protected.update(self.find_checkpoints(max_num_checkpoints=num_to_keep, ckpt_predicate=ckpt_predicate,
-                                                   **key))
+            protected.update(
+                self.find_checkpoints(max_num_checkpoints=num_to_keep, ckpt_predicate=ckpt_predicate, **key)
+            )
         ddp_barrier()
         if if_main_process():
             for ckpt in candidates - protected:
@@ -208,8 +235,9 @@ class AtomicCheckpointer(Checkpointer):
                 if not isinstance(meta, dict) or "unixtime" not in meta or "end-of-epoch" not in meta:
                     raise ValueError("not a mapping with 'unixtime' and 'end-of-epoch'")
             except (OSError, ValueError, yaml.YAMLError) as err:
-                logger.warning("ignoring %s: its %s is unreadable (%s); it is not a complete checkpoint",
-                               ckpt_dir, METAFNAME, err)
+                logger.warning(
+                    "ignoring %s: its %s is unreadable (%s); it is not a complete checkpoint", ckpt_dir, METAFNAME, err
+                )
                 continue
             paramfiles = {p.stem: p for p in ckpt_dir.iterdir() if p.suffix == PARAMFILE_EXT}
             checkpoints.append(Checkpoint(ckpt_dir, meta, paramfiles))
@@ -221,27 +249,36 @@ class AtomicCheckpointer(Checkpointer):
         The error names the checkpoint folder and the file, and says how to
         resume from the previous checkpoint instead.
         """
-        advice = (f"The checkpoint is incomplete or damaged. Move {checkpoint.path} out of "
-                  f"{self.checkpoints_dir} to resume from the previous checkpoint.")
-        required = [k for k in self.recoverables
-                    if not (self.allow_partial_load or self.optional_recoverables.get(k) or "dataloader" in k)]
+        advice = (
+            f"The checkpoint is incomplete or damaged. Move {checkpoint.path} out of "
+            f"{self.checkpoints_dir} to resume from the previous checkpoint."
+        )
+        required = [
+            k
+            for k in self.recoverables
+            if not (self.allow_partial_load or self.optional_recoverables.get(k) or "dataloader" in k)
+        ]
         missing = [f"{k}{PARAMFILE_EXT}" for k in required if k not in checkpoint.paramfiles]
         if missing:
-            raise CheckpointLoadError(f"cannot load checkpoint {checkpoint.path}: it has no {', '.join(missing)}. "
-                                      f"{advice} (If the recipe gained a recoverable since the checkpoint was "
-                                      "written, load it with allow_partial_load.)")
-        for key, path in checkpoint.paramfiles.items():
+            raise CheckpointLoadError(
+                f"cannot load checkpoint {checkpoint.path}: it has no {', '.join(missing)}. "
+                f"{advice} (If the recipe gained a recoverable since the checkpoint was "
+                "written, load it with allow_partial_load.)"
+            )
+        for _key, path in checkpoint.paramfiles.items():
             problem = _file_problem(path)
             if problem:
-                raise CheckpointLoadError(f"cannot load checkpoint {checkpoint.path}: {path.name} is {problem}. "
-                                          f"{advice}")
+                raise CheckpointLoadError(
+                    f"cannot load checkpoint {checkpoint.path}: {path.name} is {problem}. {advice}"
+                )
         try:
             super().load_checkpoint(checkpoint)
         except CheckpointLoadError:
             raise
         except Exception as err:
-            raise CheckpointLoadError(f"cannot load checkpoint {checkpoint.path}: {type(err).__name__}: {err}. "
-                                      f"{advice}") from err
+            raise CheckpointLoadError(
+                f"cannot load checkpoint {checkpoint.path}: {type(err).__name__}: {err}. {advice}"
+            ) from err
 
 
 def _file_problem(path: pathlib.Path):
@@ -299,7 +336,9 @@ class RNGState:
             if len(state["cuda"]) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(state["cuda"])
             else:
-                warnings.warn("the checkpoint's CUDA RNG states are for another number of devices; not restored")
+                warnings.warn(
+                    "the checkpoint's CUDA RNG states are for another number of devices; not restored", stacklevel=2
+                )
 
     @mark_as_saver
     def save(self, path):
@@ -320,8 +359,11 @@ class RNGState:
         if is_distributed_initialized():
             rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         if len(states) != world:
-            warnings.warn(f"{path} holds the RNG states of {len(states)} processes, this run has {world}; "
-                          "the random generators are not restored")
+            warnings.warn(
+                f"{path} holds the RNG states of {len(states)} processes, this run has {world}; "
+                "the random generators are not restored",
+                stacklevel=2,
+            )
             return
         self._set_state(states[rank])
 
@@ -360,8 +402,10 @@ class EpochCounterWithStopper(epoch_loop.EpochCounterWithStopper):
         with open(path, encoding="utf-8") as fin:
             saved = yaml.safe_load(fin)
         if isinstance(saved, int):  # the stock class's file: the epoch only
-            warnings.warn(f"{path} holds the epoch but not the early-stopping state; the best epoch and "
-                          "score start afresh")
+            warnings.warn(
+                f"{path} holds the epoch but not the early-stopping state; the best epoch and score start afresh",
+                stacklevel=2,
+            )
             self.current = saved if end_of_epoch else saved - 1
             return
         super()._recover(path, end_of_epoch)

@@ -15,7 +15,6 @@ table; without a YAML it builds the paper configuration in code.
 
 import argparse
 import json
-import sys
 import tempfile
 import warnings
 from typing import Dict, Optional, Sequence, Union
@@ -192,9 +191,7 @@ def _level(levels, utilization):
     return levels.top if utilization is None else levels.index(float(utilization))
 
 
-def slimmable_layer_macs(
-    utilization: float, d_model: int, nhead: int, d_ffn: int, tokens: int, seq_len: int
-) -> int:
+def slimmable_layer_macs(utilization: float, d_model: int, nhead: int, d_ffn: int, tokens: int, seq_len: int) -> int:
     """Closed-form MACs of one slimmable transformer layer at a fixed width.
 
     Per token, following eqs. (7)-(16) with h = ceil(U H) heads of size

@@ -74,11 +74,28 @@ class DSNConfig:
     def paper() -> dict:
         """Section IV-B / Table I: the three-level DSN of the paper, as a dict."""
         return dict(
-            utilization_levels=[0.125, 0.5, 1.0], num_spks=2, kernel_size=16, N_encoder_out=256,
-            num_dual_blocks=2, num_layers=4, nhead=8, d_ffn=1024, chunk_size=50, norm="ln",
-            skip_around_intra=True, linear_layer_after_inter_intra=False, dropout=0.0,
-            gating={"class": "speechbrain_dsn.gating.GatingModule", "channels": 32, "nhead": 1, "d_ffn": 128,
-                    "context": 64, "tau": 1.0, "noise": True},
+            utilization_levels=[0.125, 0.5, 1.0],
+            num_spks=2,
+            kernel_size=16,
+            N_encoder_out=256,
+            num_dual_blocks=2,
+            num_layers=4,
+            nhead=8,
+            d_ffn=1024,
+            chunk_size=50,
+            norm="ln",
+            skip_around_intra=True,
+            linear_layer_after_inter_intra=False,
+            dropout=0.0,
+            gating={
+                "class": "speechbrain_dsn.gating.GatingModule",
+                "channels": 32,
+                "nhead": 1,
+                "d_ffn": 128,
+                "context": 64,
+                "tau": 1.0,
+                "noise": True,
+            },
         )
 
 

@@ -24,9 +24,24 @@ __all__ = ["convert_folder", "is_legacy_folder", "legacy_config"]
 
 #: What the format-1 template hard-coded.
 _FIXED = dict(norm="ln", skip_around_intra=True, linear_layer_after_inter_intra=False, dropout=0.0)
-_KEYS = ("sample_rate", "num_spks", "utilization_levels", "kernel_size", "kernel_stride", "N_encoder_out",
-         "num_dual_blocks", "num_layers", "nhead", "d_ffn", "chunk_size", "gating_channels", "gating_nhead",
-         "gating_d_ffn", "gating_context", "gumbel_tau")
+_KEYS = (
+    "sample_rate",
+    "num_spks",
+    "utilization_levels",
+    "kernel_size",
+    "kernel_stride",
+    "N_encoder_out",
+    "num_dual_blocks",
+    "num_layers",
+    "nhead",
+    "d_ffn",
+    "chunk_size",
+    "gating_channels",
+    "gating_nhead",
+    "gating_d_ffn",
+    "gating_context",
+    "gumbel_tau",
+)
 
 
 def _load(path: str) -> dict:
@@ -52,18 +67,35 @@ def legacy_config(path: str) -> tuple:
     if missing:
         raise ValueError(f"{path}: not a speechbrain-dsn format-1 file, it lacks {missing}")
     if int(values["kernel_stride"]) != int(values["kernel_size"]) // 2:
-        raise ValueError(f"{path}: kernel_stride {values['kernel_stride']} is not half of kernel_size "
-                         f"{values['kernel_size']}, which SpeechBrain's encoder cannot build")
+        raise ValueError(
+            f"{path}: kernel_stride {values['kernel_stride']} is not half of kernel_size "
+            f"{values['kernel_size']}, which SpeechBrain's encoder cannot build"
+        )
     levels = [float(u) for u in values["utilization_levels"]]
     gating = None
     if len(levels) > 1:
-        gating = {"class": "speechbrain_dsn.gating.GatingModule", "channels": int(values["gating_channels"]),
-                  "nhead": int(values["gating_nhead"]), "d_ffn": int(values["gating_d_ffn"]),
-                  "context": int(values["gating_context"]), "tau": float(values["gumbel_tau"]), "noise": True}
-    config = dict(utilization_levels=levels, num_spks=int(values["num_spks"]), kernel_size=int(values["kernel_size"]),
-                  N_encoder_out=int(values["N_encoder_out"]), num_dual_blocks=int(values["num_dual_blocks"]),
-                  num_layers=int(values["num_layers"]), nhead=int(values["nhead"]), d_ffn=int(values["d_ffn"]),
-                  chunk_size=int(values["chunk_size"]), **_FIXED, gating=gating)
+        gating = {
+            "class": "speechbrain_dsn.gating.GatingModule",
+            "channels": int(values["gating_channels"]),
+            "nhead": int(values["gating_nhead"]),
+            "d_ffn": int(values["gating_d_ffn"]),
+            "context": int(values["gating_context"]),
+            "tau": float(values["gumbel_tau"]),
+            "noise": True,
+        }
+    config = dict(
+        utilization_levels=levels,
+        num_spks=int(values["num_spks"]),
+        kernel_size=int(values["kernel_size"]),
+        N_encoder_out=int(values["N_encoder_out"]),
+        num_dual_blocks=int(values["num_dual_blocks"]),
+        num_layers=int(values["num_layers"]),
+        nhead=int(values["nhead"]),
+        d_ffn=int(values["d_ffn"]),
+        chunk_size=int(values["chunk_size"]),
+        **_FIXED,
+        gating=gating,
+    )
     return config, int(values["sample_rate"])
 
 

@@ -73,8 +73,9 @@ def inference_hparams(model_config: dict, sample_rate: int) -> str:
     True
     """
     config = DSNConfig.from_dict(dict(model_config)).to_dict()
-    values = yaml.safe_dump({"sample_rate": int(sample_rate), "model_config": config}, sort_keys=False,
-                            default_flow_style=None)
+    values = yaml.safe_dump(
+        {"sample_rate": int(sample_rate), "model_config": config}, sort_keys=False, default_flow_style=None
+    )
     return _HEADER.format(format=FORMAT) + values + _WIRING
 
 
@@ -178,16 +179,22 @@ class DSNSeparation(SepformerSeparation):
         from .convert import is_legacy_folder
 
         if os.path.isdir(str(source)) and is_legacy_folder(str(source)):
-            raise ValueError(f"{source}: an inference folder of format 1 (speechbrain-dsn before 0.2); convert it "
-                             f"once with `python -m speechbrain_dsn.convert {source}`")
+            raise ValueError(
+                f"{source}: an inference folder of format 1 (speechbrain-dsn before 0.2); convert it "
+                f"once with `python -m speechbrain_dsn.convert {source}`"
+            )
         return super().from_hparams(source, *args, **kwargs)
 
     @property
     def levels(self) -> Levels:
         return unwrap(self.mods.masknet).levels
 
-    def separate_batch(self, mix: torch.Tensor, utilization: Optional[Union[float, torch.Tensor]] = None,
-                       budget: Optional[float] = None):
+    def separate_batch(
+        self,
+        mix: torch.Tensor,
+        utilization: Optional[Union[float, torch.Tensor]] = None,
+        budget: Optional[float] = None,
+    ):
         """Separates a batch [B, T]; returns [B, T, num_spks].
 
         A mixture with NaN or infinite samples, or shorter than the encoder's
@@ -235,8 +242,13 @@ class DSNSeparation(SepformerSeparation):
         gmacs = torch.tensor([track_gmacs(self._level_gmacs, t) + gate for t in track])
         return SeparationReport(utilization=track, average=track.mean(-1), gmacs=gmacs, budget=budget, mode=mode)
 
-    def separate_long(self, mix: torch.Tensor, utilization: Optional[float] = None, budget: Optional[float] = None,
-                      progress: Optional[Callable[[int, int], None]] = None):
+    def separate_long(
+        self,
+        mix: torch.Tensor,
+        utilization: Optional[float] = None,
+        budget: Optional[float] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ):
         """Yields (estimates [n, num_spks], utilization [frames]) pieces of a mixture [L] of any length.
 
         The pieces concatenate to the separation of the whole mixture; each
@@ -261,8 +273,13 @@ class DSNSeparation(SepformerSeparation):
 
         yield from separate_in_windows(one_window, mix.reshape(-1), window, overlap, int(self.hparams.kernel_stride))
 
-    def separate_file(self, path, savedir=None, utilization: Optional[Union[float, torch.Tensor]] = None,
-                      budget: Optional[float] = None):
+    def separate_file(
+        self,
+        path,
+        savedir=None,
+        utilization: Optional[Union[float, torch.Tensor]] = None,
+        budget: Optional[float] = None,
+    ):
         """Separates a mixture file; returns [1, T, num_spks], each estimate scaled to a peak of 1.
 
         Like SpeechBrain's ``SepformerSeparation.separate_file`` (a local
@@ -310,8 +327,10 @@ class DSNSeparation(SepformerSeparation):
         try:
             return str(fetch(name, source=source, savedir=savedir, local_strategy=LocalStrategy.SYMLINK))
         except Exception as err:  # network, hub or local errors: all mean "no such file" here
-            raise FileNotFoundError(f"{path}: no such file, and fetching it as a URL or Hugging Face path "
-                                    f"failed ({type(err).__name__}: {err})") from err
+            raise FileNotFoundError(
+                f"{path}: no such file, and fetching it as a URL or Hugging Face path "
+                f"failed ({type(err).__name__}: {err})"
+            ) from err
 
     @property
     def last_utilization(self) -> Optional[torch.Tensor]:

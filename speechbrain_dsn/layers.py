@@ -193,12 +193,12 @@ class SlimmableTransformerLayer(nn.Module):
     torch.Size([2, 7, 32])
     """
 
-    def __init__(self, d_ffn, nhead, d_model, utilization_levels=(1.0,), dropout=0.0, activation=nn.ReLU,
-                 normalize_before=False):
+    def __init__(
+        self, d_ffn, nhead, d_model, utilization_levels=(1.0,), dropout=0.0, activation=nn.ReLU, normalize_before=False
+    ):
         super().__init__()
         self.self_att = SlimmableMultiheadAttention(d_model, nhead, utilization_levels, dropout)
-        self.pos_ffn = SlimmableFeedForward(d_ffn, d_model, utilization_levels, dropout=dropout,
-                                            activation=activation)
+        self.pos_ffn = SlimmableFeedForward(d_ffn, d_model, utilization_levels, dropout=dropout, activation=activation)
         self.norm1 = LayerNorm(d_model, eps=1e-6)
         self.norm2 = LayerNorm(d_model, eps=1e-6)
         self.dropout1 = nn.Dropout(dropout)
@@ -279,9 +279,16 @@ class SlimmableTransformerBlock(nn.Module):
             raise ValueError(f"unknown activation {activation!r}, expected one of {sorted(activations)}")
         self.levels = Levels(utilization_levels)
         self.use_positional_encoding = use_positional_encoding
-        self.mdl = _SlimmableEncoder(num_layers, d_model, d_ffn=d_ffn, nhead=nhead, utilization_levels=self.levels,
-                                     dropout=dropout, activation=activations[activation],
-                                     normalize_before=norm_before)
+        self.mdl = _SlimmableEncoder(
+            num_layers,
+            d_model,
+            d_ffn=d_ffn,
+            nhead=nhead,
+            utilization_levels=self.levels,
+            dropout=dropout,
+            activation=activations[activation],
+            normalize_before=norm_before,
+        )
         if use_positional_encoding:
             self.pos_enc = PositionalEncoding(input_size=d_model)
 

@@ -50,9 +50,7 @@ __all__ = [
 WEIGHTINGS = ("si", "sd")
 
 
-def pit_si_sdr(
-    estimates: torch.Tensor, targets: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor]:
+def pit_si_sdr(estimates: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Utterance-level PIT SI-SDR loss, eq. (17).
 
     Arguments
@@ -85,9 +83,7 @@ def pit_si_sdr(
     loss, perms = PitWrapper(cal_si_snr)(targets, estimates)
     # Inverting p gives, for each target j, the estimate that matches it.
     # [B, C]
-    inverse = torch.argsort(
-        torch.as_tensor(perms, device=estimates.device).long(), dim=-1
-    )
+    inverse = torch.argsort(torch.as_tensor(perms, device=estimates.device).long(), dim=-1)
     # [B, T, C]
     index = inverse.unsqueeze(1).expand(-1, estimates.shape[1], -1)
     return loss, torch.gather(estimates, 2, index)
@@ -209,9 +205,7 @@ def dsn_loss(
     True
     """
     if weighting not in WEIGHTINGS:
-        raise ValueError(
-            f"weighting must be one of {WEIGHTINGS}, got {weighting!r}"
-        )
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     if len(levels) == 0:
         raise ValueError("levels must contain at least one utilization level")
     loss_per_example, reordered = pit_si_sdr(estimates, targets)
@@ -223,14 +217,11 @@ def dsn_loss(
     else:
         if utilization.dim() != 2 or utilization.shape[0] != estimates.shape[0]:
             raise ValueError(
-                f"expected utilization of shape [{estimates.shape[0]}, frames], "
-                f"got {tuple(utilization.shape)}"
+                f"expected utilization of shape [{estimates.shape[0]}, frames], got {tuple(utilization.shape)}"
             )
         if weighting == "sd":
             with torch.no_grad():
-                seg = segmental_si_sdr(
-                    reordered.detach(), targets, sample_rate, segment_ms
-                )
+                seg = segmental_si_sdr(reordered.detach(), targets, sample_rate, segment_ms)
                 if activity is None:
                     activity = speech_labels(targets, sample_rate)
                 _check_shape(activity, "activity", ("batch", "time", "sources"), targets, "targets")

@@ -99,10 +99,20 @@ class DSNMasker(Dual_Path_Model):
         if inter_model is intra_model:
             # one block passed twice would tie the intra and inter weights
             inter_model = copy.deepcopy(intra_model)
-        super().__init__(in_channels, out_channels, intra_model, inter_model, num_layers=num_layers, norm=norm, K=K,
-                         num_spks=num_spks, skip_around_intra=skip_around_intra,
-                         linear_layer_after_inter_intra=linear_layer_after_inter_intra,
-                         use_global_pos_enc=use_global_pos_enc, max_length=max_length)
+        super().__init__(
+            in_channels,
+            out_channels,
+            intra_model,
+            inter_model,
+            num_layers=num_layers,
+            norm=norm,
+            K=K,
+            num_spks=num_spks,
+            skip_around_intra=skip_around_intra,
+            linear_layer_after_inter_intra=linear_layer_after_inter_intra,
+            use_global_pos_enc=use_global_pos_enc,
+            max_length=max_length,
+        )
         self.levels = Levels(intra_model.levels)
         self.gating = None
         if not self.levels.is_static:

@@ -23,6 +23,7 @@ from .masker import DSNMasker
 
 __all__ = ["DSNSepformer", "separate", "stock_sepformer", "unwrap"]
 
+
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     """The module inside a ``DistributedDataParallel`` or ``DataParallel`` wrapper, else ``module``.
 
@@ -122,27 +123,52 @@ class DSNSepformer(torch.nn.Module):
     ):
         super().__init__()
         levels = Levels(utilization_levels)
-        self.config = DSNConfig.from_dict(dict(
-            utilization_levels=list(levels.values), num_spks=num_spks, kernel_size=kernel_size,
-            N_encoder_out=N_encoder_out, num_dual_blocks=num_dual_blocks, num_layers=num_layers, nhead=nhead,
-            d_ffn=d_ffn, chunk_size=chunk_size, norm=norm, skip_around_intra=skip_around_intra,
-            linear_layer_after_inter_intra=linear_layer_after_inter_intra, dropout=dropout,
-            gating=None if levels.is_static else describe_component(gating),
-        ))
+        self.config = DSNConfig.from_dict(
+            dict(
+                utilization_levels=list(levels.values),
+                num_spks=num_spks,
+                kernel_size=kernel_size,
+                N_encoder_out=N_encoder_out,
+                num_dual_blocks=num_dual_blocks,
+                num_layers=num_layers,
+                nhead=nhead,
+                d_ffn=d_ffn,
+                chunk_size=chunk_size,
+                norm=norm,
+                skip_around_intra=skip_around_intra,
+                linear_layer_after_inter_intra=linear_layer_after_inter_intra,
+                dropout=dropout,
+                gating=None if levels.is_static else describe_component(gating),
+            )
+        )
         self.encoder = Encoder(kernel_size=kernel_size, out_channels=N_encoder_out)
         block = SlimmableTransformerBlock(
-            num_layers=num_layers, d_model=N_encoder_out, nhead=nhead, d_ffn=d_ffn, dropout=dropout,
-            use_positional_encoding=True, norm_before=True, utilization_levels=levels.values,
+            num_layers=num_layers,
+            d_model=N_encoder_out,
+            nhead=nhead,
+            d_ffn=d_ffn,
+            dropout=dropout,
+            use_positional_encoding=True,
+            norm_before=True,
+            utilization_levels=levels.values,
         )
         # the masker deep-copies a block passed as both intra and inter model
         self.masknet = DSNMasker(
-            in_channels=N_encoder_out, out_channels=N_encoder_out, intra_model=block, inter_model=block,
-            num_layers=num_dual_blocks, norm=norm, K=chunk_size, num_spks=num_spks,
-            skip_around_intra=skip_around_intra, linear_layer_after_inter_intra=linear_layer_after_inter_intra,
+            in_channels=N_encoder_out,
+            out_channels=N_encoder_out,
+            intra_model=block,
+            inter_model=block,
+            num_layers=num_dual_blocks,
+            norm=norm,
+            K=chunk_size,
+            num_spks=num_spks,
+            skip_around_intra=skip_around_intra,
+            linear_layer_after_inter_intra=linear_layer_after_inter_intra,
             gating=gating,
         )
-        self.decoder = Decoder(in_channels=N_encoder_out, out_channels=1, kernel_size=kernel_size,
-                               stride=kernel_size // 2, bias=False)
+        self.decoder = Decoder(
+            in_channels=N_encoder_out, out_channels=1, kernel_size=kernel_size, stride=kernel_size // 2, bias=False
+        )
         self.num_spks = num_spks
 
     def get_config(self) -> dict:
@@ -198,9 +224,18 @@ def stock_sepformer(config: dict) -> torch.nn.Module:
 
     c = DSNConfig.from_dict(dict(config))
     return SepformerWrapper(
-        encoder_kernel_size=c.kernel_size, encoder_out_nchannels=c.N_encoder_out, masknet_chunksize=c.chunk_size,
-        masknet_numlayers=c.num_dual_blocks, masknet_norm=c.norm,
-        masknet_useextralinearlayer=c.linear_layer_after_inter_intra, masknet_extraskipconnection=c.skip_around_intra,
-        masknet_numspks=c.num_spks, intra_numlayers=c.num_layers, inter_numlayers=c.num_layers, intra_nhead=c.nhead,
-        inter_nhead=c.nhead, intra_dffn=c.d_ffn, inter_dffn=c.d_ffn,
+        encoder_kernel_size=c.kernel_size,
+        encoder_out_nchannels=c.N_encoder_out,
+        masknet_chunksize=c.chunk_size,
+        masknet_numlayers=c.num_dual_blocks,
+        masknet_norm=c.norm,
+        masknet_useextralinearlayer=c.linear_layer_after_inter_intra,
+        masknet_extraskipconnection=c.skip_around_intra,
+        masknet_numspks=c.num_spks,
+        intra_numlayers=c.num_layers,
+        inter_numlayers=c.num_layers,
+        intra_nhead=c.nhead,
+        inter_nhead=c.nhead,
+        intra_dffn=c.d_ffn,
+        inter_dffn=c.d_ffn,
     )

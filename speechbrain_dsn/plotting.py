@@ -13,9 +13,8 @@ so they work headless and never touch pyplot's global backend state.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Tuple, Union
-
 import os
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -89,9 +88,7 @@ def plot_utilization(
     duration = signal.size / sample_rate
 
     fig = Figure(figsize=(8, 4.5))
-    top, bottom = fig.subplots(
-        2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 2]}
-    )
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 2]})
     top.step(times, util, where="post", color="tab:blue", linewidth=1.2)
     top.set_yticks(list(levels))
     top.set_ylim(0, max(levels) * 1.1)
@@ -99,21 +96,23 @@ def plot_utilization(
     top.grid(alpha=0.3)
 
     nfft = 256 if sample_rate <= 16000 else 512
-    bottom.specgram(
-        signal, NFFT=nfft, Fs=sample_rate, noverlap=nfft * 3 // 4, cmap="magma"
-    )
+    bottom.specgram(signal, NFFT=nfft, Fs=sample_rate, noverlap=nfft * 3 // 4, cmap="magma")
     if segment_types is not None:
         types = _to_numpy(segment_types).reshape(-1)
         if types.shape != util.shape:
-            raise ValueError(
-                f"segment_types {types.shape} must match utilization {util.shape}"
-            )
+            raise ValueError(f"segment_types {types.shape} must match utilization {util.shape}")
         edges = np.append(times, times[-1] + frame_hop / sample_rate)
         # fill_between over the axis transform shades whole-height spans.
         for value, color, alpha in ((1, "white", 0.15), (2, "yellow", 0.35)):
             bottom.fill_between(
-                edges[:-1], 0, 1, where=types == value, step="post",
-                color=color, alpha=alpha, linewidth=0,
+                edges[:-1],
+                0,
+                1,
+                where=types == value,
+                step="post",
+                color=color,
+                alpha=alpha,
+                linewidth=0,
                 transform=bottom.get_xaxis_transform(),
             )
     bottom.set_xlim(0, duration)
@@ -189,7 +188,9 @@ def plot_tradeoff(
     ax = fig.subplots()
     for row in rows:
         ax.scatter(
-            row[x], row[y], s=45,
+            row[x],
+            row[y],
+            s=45,
             marker=markers[marker_keys.index(row.get(marker_by)) % len(markers)],
             color=colors[color_keys.index(row.get(color_by))],
         )
@@ -197,8 +198,11 @@ def plot_tradeoff(
         for i, key in enumerate(marker_keys):
             group = [row for row in rows if row.get(marker_by) == key]
             ax.scatter(
-                np.mean([r[x] for r in group]), np.mean([r[y] for r in group]),
-                s=70, marker=markers[i % len(markers)], color="red",
+                np.mean([r[x] for r in group]),
+                np.mean([r[y] for r in group]),
+                s=70,
+                marker=markers[i % len(markers)],
+                color="red",
                 edgecolor="black",
             )
     if reference:
@@ -206,8 +210,7 @@ def plot_tradeoff(
         ax.plot(xs, ys, linestyle="--", color="grey", linewidth=1, zorder=0, label=reference_label)
     # Legend proxies: marker shapes (black) and colours (circles).
     for i, key in enumerate(marker_keys):
-        ax.scatter([], [], marker=markers[i % len(markers)], color="black",
-                   label=str(key))
+        ax.scatter([], [], marker=markers[i % len(markers)], color="black", label=str(key))
     for key, color in zip(color_keys, colors):
         ax.scatter([], [], marker="o", color=color, label=str(key))
     if len(color_keys) > 1:
@@ -218,8 +221,7 @@ def plot_tradeoff(
     ax.grid(alpha=0.3)
 
     pairs = np.array(
-        [(row[x], row["gmacs"]) for row in rows
-         if row.get("gmacs") is not None and np.isfinite(row["gmacs"])],
+        [(row[x], row["gmacs"]) for row in rows if row.get("gmacs") is not None and np.isfinite(row["gmacs"])],
         dtype=float,
     ).reshape(-1, 2)
     if len(np.unique(pairs[:, 0])) >= 2:

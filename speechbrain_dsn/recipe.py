@@ -56,8 +56,11 @@ def load_state_strictly(module, path, optional_prefixes=OPTIONAL_PREFIXES) -> No
 
     state = torch.load(path, map_location="cpu")
     own = module.state_dict()
-    problems = [f"{k} has shape {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
-                for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    problems = [
+        f"{k} has shape {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
     unexpected = sorted(set(state) - set(own))
     missing = sorted(k for k in set(own) - set(state) if not k.startswith(tuple(optional_prefixes)))
     if unexpected:
@@ -65,8 +68,11 @@ def load_state_strictly(module, path, optional_prefixes=OPTIONAL_PREFIXES) -> No
     if missing:
         problems.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     if problems:
-        raise ValueError(f"{path} does not fit {type(module).__name__}: " + "; ".join(problems)
-                         + "; check that the recipe's model hyperparameters match the checkpoint's")
+        raise ValueError(
+            f"{path} does not fit {type(module).__name__}: "
+            + "; ".join(problems)
+            + "; check that the recipe's model hyperparameters match the checkpoint's"
+        )
     module.load_state_dict(state, strict=False)
 
 

@@ -43,18 +43,14 @@ def _check_pair(estimates: torch.Tensor, targets: torch.Tensor) -> None:
     _check_shape(estimates, "estimates", ("batch", "time", "sources"), targets, "targets")
 
 
-def _segment_geometry(
-    sample_rate: int, segment_ms: float, overlap: float
-) -> Tuple[int, int]:
+def _segment_geometry(sample_rate: int, segment_ms: float, overlap: float) -> Tuple[int, int]:
     """Returns (segment length, segment hop) in samples."""
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     length = int(round(segment_ms * sample_rate / 1000.0))
     hop = max(1, int(round(length * (1.0 - overlap))))
     if length < 1:
-        raise ValueError(
-            f"segment of {segment_ms} ms at {sample_rate} Hz has no samples"
-        )
+        raise ValueError(f"segment of {segment_ms} ms at {sample_rate} Hz has no samples")
     return length, hop
 
 
@@ -313,9 +309,7 @@ def segments_to_frames(
     num_segments = values.shape[1]
     device = values.device
     # [F, 1]
-    centres = (
-        torch.arange(num_frames, device=device) * frame_hop + frame_length // 2
-    ).unsqueeze(1)
+    centres = (torch.arange(num_frames, device=device) * frame_hop + frame_length // 2).unsqueeze(1)
     # [1, S]
     starts = (torch.arange(num_segments, device=device) * hop).unsqueeze(0)
     # [F, S]

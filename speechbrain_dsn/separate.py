@@ -30,8 +30,11 @@ BUNDLED = pathlib.Path(__file__).resolve().parents[1] / "pretrained" / "dsn_smal
 def _parser():
     parser = argparse.ArgumentParser(prog="dsn-separate", description=__doc__.splitlines()[0])
     parser.add_argument("mixtures", nargs="+", help="audio files (any rate; multi-channel files are downmixed)")
-    parser.add_argument("--model", default=str(BUNDLED) if BUNDLED.is_dir() else None,
-                        help="inference folder (default: the bundled pretrained DSN)")
+    parser.add_argument(
+        "--model",
+        default=str(BUNDLED) if BUNDLED.is_dir() else None,
+        help="inference folder (default: the bundled pretrained DSN)",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--utilization", type=float, help="run every frame at this level (external gating)")
@@ -96,8 +99,15 @@ def separate_one(separator, path, out, utilization=None, budget=None, plot=True)
     if plot:
         from .plotting import plot_utilization
 
-        plot_utilization(mix, track[0], rate, int(separator.hparams.kernel_stride),
-                         os.path.join(out, f"{name}_utilization.png"), separator.levels.values, title=name)
+        plot_utilization(
+            mix,
+            track[0],
+            rate,
+            int(separator.hparams.kernel_stride),
+            os.path.join(out, f"{name}_utilization.png"),
+            separator.levels.values,
+            title=name,
+        )
     duration = mix.shape[-1] / rate
     return duration, float(report.average[0]), float(report.gmacs[0]), elapsed / duration
 
@@ -117,12 +127,14 @@ def main(argv=None) -> int:
         os.makedirs(args.out, exist_ok=True)
         from .inference import DSNSeparation
 
-        separator = DSNSeparation.from_hparams(source=args.model, savedir=tempfile.mkdtemp(prefix="dsn_separate_"),
-                                               run_opts={"device": args.device})
+        separator = DSNSeparation.from_hparams(
+            source=args.model, savedir=tempfile.mkdtemp(prefix="dsn_separate_"), run_opts={"device": args.device}
+        )
         for path in args.mixtures:
             try:
-                duration, average, gmacs, rtf = separate_one(separator, path, args.out, args.utilization,
-                                                             args.budget, plot=not args.no_plot)
+                duration, average, gmacs, rtf = separate_one(
+                    separator, path, args.out, args.utilization, args.budget, plot=not args.no_plot
+                )
             except ValueError as err:
                 message = str(err)
                 raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}") from None

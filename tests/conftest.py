@@ -13,13 +13,32 @@ def _seed():
 
 
 #: The paper's gating module, as a model config stores it.
-GATING = {"class": "speechbrain_dsn.gating.GatingModule", "channels": 32, "nhead": 1, "d_ffn": 128, "context": 64,
-          "tau": 1.0, "noise": True}
+GATING = {
+    "class": "speechbrain_dsn.gating.GatingModule",
+    "channels": 32,
+    "nhead": 1,
+    "d_ffn": 128,
+    "context": 64,
+    "tau": 1.0,
+    "noise": True,
+}
 #: A tiny DSNSepformer: SepformerWrapper(encoder_out_nchannels=32, masknet_chunksize=10, intra/inter_numlayers=1,
 #: intra/inter_nhead=4, intra/inter_dffn=64) with slimmable blocks.
-TINY_MODEL = dict(num_spks=2, kernel_size=16, N_encoder_out=32, num_dual_blocks=2, num_layers=1, nhead=4, d_ffn=64,
-                  chunk_size=10, norm="ln", skip_around_intra=True, linear_layer_after_inter_intra=False,
-                  dropout=0.0, gating=GATING)
+TINY_MODEL = dict(
+    num_spks=2,
+    kernel_size=16,
+    N_encoder_out=32,
+    num_dual_blocks=2,
+    num_layers=1,
+    nhead=4,
+    d_ffn=64,
+    chunk_size=10,
+    norm="ln",
+    skip_around_intra=True,
+    linear_layer_after_inter_intra=False,
+    dropout=0.0,
+    gating=GATING,
+)
 
 
 def tiny_model(levels, **overrides):
@@ -30,8 +49,21 @@ def tiny_model(levels, **overrides):
 
 
 #: Every hyperparameter DSNBrain reads (DSNBrain.HPARAMS), with the paper's values.
-BRAIN_HPARAMS = dict(num_spks=2, sample_rate=8000, kernel_size=16, kernel_stride=8, alpha=1.0, weighting="sd",
-                     sd_a=0.05, sd_b=30.0, sd_form="printed", segment_ms=96.0, gating_dropout=0.3,
-                     alpha_warmup_epochs=0, full_width_warmup_epochs=0, step_log=None)
+BRAIN_HPARAMS = dict(
+    num_spks=2,
+    sample_rate=8000,
+    kernel_size=16,
+    kernel_stride=8,
+    alpha=1.0,
+    weighting="sd",
+    sd_a=0.05,
+    sd_b=30.0,
+    sd_form="printed",
+    segment_ms=96.0,
+    gating_dropout=0.3,
+    alpha_warmup_epochs=0,
+    full_width_warmup_epochs=0,
+    step_log=None,
+)
 #: The d_model 16 model of the brain tests.
 MICRO_MODEL = dict(TINY_MODEL, N_encoder_out=16, nhead=2, d_ffn=32)

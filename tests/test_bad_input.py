@@ -27,7 +27,7 @@ import soundfile as sf
 import torch
 
 from speechbrain_dsn.data.audio import BadAudioError, load_audio
-from speechbrain_dsn.data.dataio import OnTheFlyMixer, dataio_prep
+from speechbrain_dsn.data.dataio import DATAIO_DEFAULTS, OnTheFlyMixer, dataio_prep
 from speechbrain_dsn.data.prepare import REPORT_FILE, prepare_dsn_data
 from tests.data_layouts import demo_speech, make_folder_corpus
 
@@ -63,8 +63,15 @@ def _bad_files(spk_dir):
     sf.write(bad["short"], x[:80], 8000)
     bad["silent"] = spk_dir / "silent.wav"
     sf.write(bad["silent"], np.zeros(16000, np.float32), 8000)
-    problems = {"corrupt": "cannot read", "empty": "empty", "stereo": "2 channels", "nan": "NaN",
-                "inf": "infinite", "short": "no speech", "silent": "no speech"}
+    problems = {
+        "corrupt": "cannot read",
+        "empty": "empty",
+        "stereo": "2 channels",
+        "nan": "NaN",
+        "inf": "infinite",
+        "short": "no speech",
+        "silent": "no speech",
+    }
     return {name: (path, problems[name]) for name, path in bad.items()}
 
 
@@ -108,9 +115,22 @@ def test_prepare_with_no_usable_file_names_the_report(tmp_path):
 
 
 def test_prepare_cli_errors_are_one_line_without_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "prepare_data.py", "--corpus", "folder", "--data_folder",
-                             str(tmp_path / "nowhere"), "--save_folder", str(tmp_path / "save")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "prepare_data.py",
+            "--corpus",
+            "folder",
+            "--data_folder",
+            str(tmp_path / "nowhere"),
+            "--save_folder",
+            str(tmp_path / "save"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert f"error: data folder {tmp_path / 'nowhere'} does not exist" in result.stderr
@@ -134,8 +154,15 @@ def test_load_audio_names_the_file_and_the_problem(tmp_path):
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_input")
     save = root / "save"
-    prepare_dsn_data(make_folder_corpus(root / "corpus"), save, num_train=2, num_valid=1, num_test=1,
-                     max_source_seconds=2.0, test_overlaps=(1.0,))
+    prepare_dsn_data(
+        make_folder_corpus(root / "corpus"),
+        save,
+        num_train=2,
+        num_valid=1,
+        num_test=1,
+        max_source_seconds=2.0,
+        test_overlaps=(1.0,),
+    )
     return save
 
 
@@ -151,15 +178,17 @@ def _rewrite(src, dst, drop=(), change=None):
             writer.writerow(row)
 
 
-@pytest.mark.parametrize("csv_name, drop", [("train.csv", ("s2_wav", "s1_gain")), ("valid.csv", ("duration",)),
-                                            ("test_ov100.csv", ("overlap",))])
+@pytest.mark.parametrize(
+    "csv_name, drop",
+    [("train.csv", ("s2_wav", "s1_gain")), ("valid.csv", ("duration",)), ("test_ov100.csv", ("overlap",))],
+)
 def test_csv_missing_columns_is_an_error_naming_csv_and_columns(prepared, tmp_path, csv_name, drop):
     save = tmp_path / "save"
     save.mkdir()
     for name in ("train.csv", "valid.csv", "test_ov100.csv"):
         _rewrite(prepared / name, save / name, drop=drop if name == csv_name else ())
     with pytest.raises(ValueError) as err:
-        dataio_prep({"save_folder": str(save), "sample_rate": 8000})
+        dataio_prep(dict(DATAIO_DEFAULTS, save_folder=str(save), sample_rate=8000))
     message = str(err.value)
     assert str(save / csv_name) in message and all(column in message for column in drop)
 
@@ -170,7 +199,7 @@ def test_csv_non_number_is_an_error_naming_row_and_column(prepared, tmp_path):
     for name in ("train.csv", "valid.csv", "test_ov100.csv"):
         _rewrite(prepared / name, save / name, change={"s1_start": "abc"} if name == "train.csv" else None)
     with pytest.raises(ValueError, match=r"train\.csv.*row 1.*s1_start.*'abc'"):
-        dataio_prep({"save_folder": str(save), "sample_rate": 8000})
+        dataio_prep(dict(DATAIO_DEFAULTS, save_folder=str(save), sample_rate=8000))
 
 
 def test_a_source_broken_after_preparation_is_an_error_naming_it(prepared, tmp_path):
@@ -220,13 +249,16 @@ def separator(tmp_path_factory):
     return DSNSeparation.from_hparams(source=folder, savedir=str(root / "pretrained"))
 
 
-@pytest.mark.parametrize("case, error, pattern", [
-    ("missing", FileNotFoundError, "no such file"),
-    ("text", BadAudioError, "cannot read"),
-    ("empty", BadAudioError, "empty"),
-    ("nan", BadAudioError, "NaN or infinite"),
-    ("short", ValueError, "too short"),
-])
+@pytest.mark.parametrize(
+    "case, error, pattern",
+    [
+        ("missing", FileNotFoundError, "no such file"),
+        ("text", BadAudioError, "cannot read"),
+        ("empty", BadAudioError, "empty"),
+        ("nan", BadAudioError, "NaN or infinite"),
+        ("short", ValueError, "too short"),
+    ],
+)
 def test_separate_file_errors_name_the_file_and_the_problem(separator, tmp_path, case, error, pattern):
     path = tmp_path / f"in put ü {case}.wav"
     if case == "text":

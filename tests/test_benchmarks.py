@@ -13,11 +13,22 @@ def test_speed_benchmark_reports_all_quantities(tmp_path):
     out = tmp_path / "speed.json"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--tiny", "--threads", "1", "--json", str(out)],
-        capture_output=True, text=True, check=True, timeout=300,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     result = json.loads(proc.stdout)
     assert json.loads(out.read_text()) == result
-    assert {"machine", "setup", "seconds_median", "seconds_all", "gmacs_per_second", "peak_memory_mb", "targets"} <= set(result)
+    assert {
+        "machine",
+        "setup",
+        "seconds_median",
+        "seconds_all",
+        "gmacs_per_second",
+        "peak_memory_mb",
+        "targets",
+    } <= set(result)
     assert {"torch", "threads", "cpu", "device", "device_name"} <= set(result["machine"])
     configs = ["U=0.125", "U=0.25", "U=0.5", "U=0.75", "U=1.0", "dynamic", "gating", "stock"]
     for name in configs:
@@ -52,9 +63,21 @@ def test_target_ratios_pair_the_jobs_of_each_round():
     # slows down 3x during round 3, after its U=0.125 job: the median of
     # U=1.0 then comes from the slow phase and that of U=0.125 from the fast
     # one, and their ratio (1 / 16.5) misreads the speed-up.
-    names = ["masker U=lowest", "masker U=1.0", "masker stock", "masker dynamic", "masker fixed mean",
-             "separator U=lowest", "separator U=1.0", "separator stock", "separator dynamic",
-             "separator fixed mean", "train DSN gating", "train static U=1.0", "train stock"]
+    names = [
+        "masker U=lowest",
+        "masker U=1.0",
+        "masker stock",
+        "masker dynamic",
+        "masker fixed mean",
+        "separator U=lowest",
+        "separator U=1.0",
+        "separator stock",
+        "separator dynamic",
+        "separator fixed mean",
+        "train DSN gating",
+        "train static U=1.0",
+        "train stock",
+    ]
     raw = {name: [1.0] * 5 for name in names}
     raw["masker U=lowest"] = [1.0, 1.0, 1.0, 3.0, 3.0]
     raw["masker U=1.0"] = [5.5, 5.5, 16.5, 16.5, 16.5]

@@ -102,19 +102,31 @@ def test_lr_halves_in_the_optimizer_after_six_epochs_without_improvement(tmp_pat
     from speechbrain_dsn.recipe import load_hparams
 
     # the scheduler exactly as the recipe YAML builds it
-    hp = load_hparams("hparams/dsn_2level.yaml", {"output_folder": str(tmp_path), "N_encoder_out": 16,
-                                                   "num_layers": 1, "nhead": 2, "d_ffn": 32, "chunk_size": 10})
+    hp = load_hparams(
+        "hparams/dsn_2level.yaml",
+        {
+            "output_folder": str(tmp_path),
+            "N_encoder_out": 16,
+            "num_layers": 1,
+            "nhead": 2,
+            "d_ffn": 32,
+            "chunk_size": 10,
+        },
+    )
     scheduler = hp["lr_scheduler"]
     assert isinstance(scheduler, ReduceLROnPlateau)
-    brain = _brain((0.25, 1.0), lr_scheduler=scheduler,
-                   epoch_counter=EpochCounterWithStopper(200, limit_to_stop=30, limit_warmup=0, direction="min"),
-                   train_logger=FileTrainLogger(str(tmp_path / "log.txt")))
+    brain = _brain(
+        (0.25, 1.0),
+        lr_scheduler=scheduler,
+        epoch_counter=EpochCounterWithStopper(200, limit_to_stop=30, limit_warmup=0, direction="min"),
+        train_logger=FileTrainLogger(str(tmp_path / "log.txt")),
+    )
     brain.checkpointer = Checkpointer(str(tmp_path / "ckpt"), {"scheduler": scheduler})
     brain.init_optimizers()
     lr0 = brain.optimizer.param_groups[0]["lr"]
     # epoch 1 sets the best loss; epochs 2.. never improve on it
     lrs = _drive_epochs(brain, [1.0] + [1.0 + 0.1 * k for k in range(1, 13)])
-    assert lrs[:6] == [lr0] * 6            # epochs 1-6: 5 epochs without improvement
+    assert lrs[:6] == [lr0] * 6  # epochs 1-6: 5 epochs without improvement
     assert lrs[6] == pytest.approx(lr0 / 2)  # epoch 7: the 6th epoch without improvement
     assert lrs[7:12] == [lr0 / 2] * 5 and lrs[12] == pytest.approx(lr0 / 4)  # another 6 epochs
     # an improvement resets the count

@@ -1,9 +1,9 @@
-import pytest
-import torch
-
 import json
 import subprocess
 import sys
+
+import pytest
+import torch
 
 from speechbrain_dsn.complexity import active_parameters, gmacs_per_second, slimmable_layer_macs, track_gmacs
 from speechbrain_dsn.model import stock_sepformer

@@ -46,14 +46,16 @@ def test_a_format_1_folder_is_refused_with_the_command_that_converts_it(legacy_f
 
 
 def test_the_converter_gives_the_outputs_of_the_old_code(legacy_folder, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "speechbrain_dsn.convert", str(legacy_folder)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "speechbrain_dsn.convert", str(legacy_folder)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert "converted to format 2" in done.stdout
     assert (legacy_folder / "hyperparams.v1.yaml").is_file()
     _check_outputs(DSNSeparation.from_hparams(source=str(legacy_folder), savedir=str(tmp_path / "s")))
-    again = subprocess.run([sys.executable, "-m", "speechbrain_dsn.convert", str(legacy_folder)],
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "speechbrain_dsn.convert", str(legacy_folder)], capture_output=True, text=True
+    )
     assert again.returncode == 0 and "already format 2" in again.stdout
 
 
@@ -63,6 +65,7 @@ def test_the_bundled_model_was_re_exported_and_gives_the_outputs_of_the_old_code
 
 
 def test_converter_errors_name_the_folder(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "speechbrain_dsn.convert", str(tmp_path)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "speechbrain_dsn.convert", str(tmp_path)], capture_output=True, text=True
+    )
     assert done.returncode == 1 and str(tmp_path) in done.stderr and "no hyperparams.yaml" in done.stderr

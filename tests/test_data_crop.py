@@ -44,10 +44,19 @@ def _active_bounds(x):
 @pytest.mark.parametrize("lengths", [(6.0, 7.0), (9.0, 2.0), (3.0, 3.5), (1.5, 1.0)])
 def test_crop_keeps_both_speakers_and_the_sampled_overlap(tmp_path, lengths):
     rng = np.random.default_rng(0)
-    (p1, b1), (p2, b2) = (_source_file(tmp_path, f"s{i}", s, f0, rng)
-                          for i, (s, f0) in enumerate(zip(lengths, (120, 210))))
-    row = {"s1_wav": p1, "s2_wav": p2, "s1_start": b1[0], "s1_end": b1[1], "s2_start": b2[0],
-           "s2_end": b2[1], "s1_gain": 1.0, "s2_gain": 1.0}
+    (p1, b1), (p2, b2) = (
+        _source_file(tmp_path, f"s{i}", s, f0, rng) for i, (s, f0) in enumerate(zip(lengths, (120, 210)))
+    )
+    row = {
+        "s1_wav": p1,
+        "s2_wav": p2,
+        "s1_start": b1[0],
+        "s1_end": b1[1],
+        "s2_start": b2[0],
+        "s2_end": b2[1],
+        "s1_gain": 1.0,
+        "s2_gain": 1.0,
+    }
     for k, overlap in enumerate(np.linspace(0.25, 1.0, 7)):
         mixer = OnTheFlyMixer(SR, (overlap, overlap), segment_len=SEG)
         for random_crop in (True, False):
@@ -66,8 +75,16 @@ def test_crop_labels_follow_the_audio(tmp_path):
 
     rng = np.random.default_rng(1)
     (p1, b1), (p2, b2) = _source_file(tmp_path, "a", 6.0, 130, rng), _source_file(tmp_path, "b", 5.0, 220, rng)
-    row = {"s1_wav": p1, "s2_wav": p2, "s1_start": b1[0], "s1_end": b1[1], "s2_start": b2[0],
-           "s2_end": b2[1], "s1_gain": 1.0, "s2_gain": 1.0}
+    row = {
+        "s1_wav": p1,
+        "s2_wav": p2,
+        "s1_start": b1[0],
+        "s1_end": b1[1],
+        "s2_start": b2[0],
+        "s2_end": b2[1],
+        "s1_gain": 1.0,
+        "s2_gain": 1.0,
+    }
     mixer = OnTheFlyMixer(SR, (0.5, 0.5), segment_len=SEG, activity=ActivityCache(SR, tmp_path / "vad"))
     out = mixer.mix(row, np.random.default_rng(3))
     for k in ("s1", "s2"):
@@ -76,3 +93,49 @@ def test_crop_labels_follow_the_audio(tmp_path):
         silent = np.abs(audio) == 0
         assert labels[silent].mean() < 0.05  # digital silence is never speech
         assert labels[~silent].mean() > 0.7  # the voiced signal mostly is
+
+
+@pytest.mark.parametrize("lengths", [(6.0, 7.0, 5.0), (9.0, 2.0, 3.0), (1.5, 1.0, 1.2)])
+def test_crop_of_three_sources_keeps_every_speaker_and_the_sampled_overlap(tmp_path, lengths):
+    from speechbrain_dsn.data.vad import ActivityCache
+
+    rng = np.random.default_rng(2)
+    files = [_source_file(tmp_path, f"s{i}", s, f0, rng) for i, (s, f0) in enumerate(zip(lengths, (120, 210, 330)))]
+    row = {}
+    for i, (path, bounds) in enumerate(files, 1):
+        row.update({f"s{i}_wav": path, f"s{i}_start": bounds[0], f"s{i}_end": bounds[1], f"s{i}_gain": 1.0})
+    for k, overlap in enumerate((0.25, 0.6, 1.0)):
+        mixer = OnTheFlyMixer(SR, (overlap, overlap), segment_len=SEG, num_spks=3)
+        out = mixer.mix(row, np.random.default_rng(k))
+        signals = [out[f"s{i}_sig"].numpy() for i in (1, 2, 3)]
+        assert torch.equal(out["mix_sig"], out["s1_sig"] + out["s2_sig"] + out["s3_sig"])
+        assert len(signals[0]) <= SEG and out["source_files"] == tuple(path for path, _ in files)
+        active = [_active_bounds(x) for x in signals]
+        assert all(b is not None for b in active), "a speaker is missing from the crop"
+        for i in range(2):  # each source overlaps the one before it by the sampled ratio
+            assert interval_overlap(active[i], active[i + 1]) == pytest.approx(overlap, abs=TOLERANCE)
+    # the labels of every source are cut and placed like its audio
+    labelled = OnTheFlyMixer(
+        SR, (0.5, 0.5), segment_len=SEG, activity=ActivityCache(SR, tmp_path / "vad"), num_spks=3
+    ).mix(row, np.random.default_rng(5))
+    for i in (1, 2, 3):
+        labels, audio = labelled[f"s{i}_vad"].numpy(), labelled[f"s{i}_sig"].numpy()
+        assert labels.shape == audio.shape and labels[audio == 0].mean() < 0.05 and labels[audio != 0].mean() > 0.7
+
+
+def test_mixer_rejects_a_row_with_fewer_sources_than_num_spks(tmp_path):
+    rng = np.random.default_rng(0)
+    (p1, b1), (p2, b2) = (_source_file(tmp_path, f"s{i}", 1.0, 150, rng) for i in (1, 2))
+    row = {
+        "ID": "pair1",
+        "s1_wav": p1,
+        "s2_wav": p2,
+        "s1_start": b1[0],
+        "s1_end": b1[1],
+        "s2_start": b2[0],
+        "s2_end": b2[1],
+        "s1_gain": 1.0,
+        "s2_gain": 1.0,
+    }
+    with pytest.raises(ValueError, match=r"pair1.*s3_wav.*num_spks.*3"):
+        OnTheFlyMixer(SR, num_spks=3).mix(row, rng)

@@ -3,15 +3,17 @@
 import numpy as np
 import pytest
 
-from tests.data_layouts import demo_speech
 from speechbrain_dsn.data.mixing import (
     SNR_RANGE_DB,
     active_rms,
     interval_overlap,
     mix_sources,
+    mix_utterances,
     overlap_offset,
 )
+from speechbrain_dsn.data.onthefly import crop_speech_lengths, speech_span
 from speechbrain_dsn.data.vad import speech_boundaries
+from tests.data_layouts import demo_speech
 
 SR = 8000
 
@@ -96,3 +98,92 @@ def test_noise_activity_and_snr(activity):
 def test_invalid_overlap_raises():
     with pytest.raises(ValueError, match="overlap"):
         mix_sources(np.ones(10), np.ones(10), SR, 1.5, (0, 10), (0, 10))
+
+
+# --- N sources: 3-speaker separation and 1-speaker enhancement ----------------------------------
+
+
+def _scale_of(placed, source, start):
+    """The gain g with placed[start:start + len(source)] == g * source (None if not a pure scaling)."""
+    segment = placed[start : start + len(source)].astype(np.float64)
+    g = float(segment @ source / (source @ source))
+    return g if np.allclose(segment, g * source, atol=1e-6) else None
+
+
+@pytest.mark.parametrize("target", [0.25, 0.6, 1.0])
+def test_three_source_mixture_is_the_sum_of_its_scaled_sources_at_the_drawn_overlap(target):
+    speech = [demo_speech("aew", 0, seconds=3.0), demo_speech("LJ", 1, seconds=2.0), demo_speech("367", 0, seconds=2.5)]
+    m = mix_utterances(speech, SR, target, rng=np.random.default_rng(7))
+    assert len(m.sources) == len(m.bounds) == 3
+    assert np.array_equal(m.mix, m.sources[0] + m.sources[1] + m.sources[2])  # bit-exact sum
+    for placed, x in zip(m.sources, speech):
+        start = int(np.flatnonzero(placed)[0] - np.flatnonzero(x)[0])
+        gain = _scale_of(placed, np.asarray(x, np.float64), start)
+        assert gain is not None and gain > 0  # each placed source is its input, shifted and scaled
+    # independent oracle: the VAD on the placed sources; each source overlaps the previous one
+    measured = [speech_boundaries(x, SR) for x in m.sources]
+    for k in range(2):
+        assert interval_overlap(measured[k], measured[k + 1]) == pytest.approx(target, abs=0.05)
+        assert measured[k + 1][0] >= measured[k][0]  # placed in order
+    assert m.overlap == pytest.approx(target, abs=0.05)
+    assert np.max(np.abs(np.stack([m.mix, *m.sources]))) <= 0.9 + 1e-6
+    # levels: active-RMS normalised, each interferer 0-5 dB below source 1 before centring
+    rms = [active_rms(x, b) for x, b in zip(m.sources, m.bounds)]
+    for k in (1, 2):
+        assert -0.01 <= 20 * np.log10(rms[0] / rms[k]) <= 5.01
+
+
+def test_three_source_overlap_is_planned_on_the_given_bounds():
+    rng = np.random.default_rng(0)
+    sources = [0.1 * rng.standard_normal(n) for n in (1000, 400, 800)]
+    bounds = [(0, 1000), (0, 400), (100, 700)]
+    m = mix_utterances(sources, SR, 0.5, bounds, gains=(1.0, 1.0, 1.0), rng=rng)
+    # s2 covers the last 200 samples of s1's speech, s3's speech the last 200 of s2's
+    assert m.bounds == [(0, 1000), (800, 1200), (1000, 1600)]
+    assert m.overlap == pytest.approx(0.5)
+    assert len(m.mix) == 1700  # s3's trailing silence (100 samples) is kept
+    assert np.array_equal(m.sources[1][800:1200], sources[1].astype(np.float32))  # unscaled: no clipping
+
+
+def test_one_source_with_noise_is_speech_plus_noise():
+    rng = np.random.default_rng(2)
+    speech = demo_speech("aew", 0, seconds=2.0)
+    noise = rng.standard_normal(3000)
+    m = mix_utterances([speech], SR, 1.0, noise=noise, noise_activity=1.0, snr_db=0.0, rng=rng)
+    assert len(m.sources) == 1 and m.overlap == 0.0 and m.sir_db is None
+    assert np.array_equal(m.mix, m.sources[0] + m.noise)
+    b = m.bounds[0]
+    snr = 20 * np.log10(active_rms(m.sources[0], b) / active_rms(m.noise, (0, len(m.noise))))
+    assert snr == pytest.approx(0.0, abs=0.05)
+
+
+def test_two_source_wrapper_is_the_general_mixer():
+    a, b = demo_speech("aew", 0, seconds=2.0), demo_speech("LJ", 2, seconds=1.5)
+    m2 = mix_sources(a, b, SR, 0.5, rng=np.random.default_rng(3))
+    mn = mix_utterances([a, b], SR, 0.5, rng=np.random.default_rng(3))
+    assert np.array_equal(m2.mix, mn.mix) and m2.s2_bounds == mn.bounds[1] and m2.sir_db == mn.sir_db
+
+
+@pytest.mark.parametrize(
+    "lengths, overlap",
+    [
+        ((48000, 56000, 40000), 0.5),
+        ((72000, 8000, 30000), 0.25),
+        ((9000, 9000, 9000), 1.0),
+        ((5000,), 0.5),
+        ((80000,), 0.5),
+    ],
+)
+def test_crop_lengths_of_n_sources_fit_the_crop(lengths, overlap):
+    crop = 32000
+    kept = crop_speech_lengths(lengths, overlap, crop)
+    assert len(kept) == len(lengths) and all(0 < k <= n for k, n in zip(kept, lengths))
+    assert speech_span(kept, overlap) <= crop
+    if speech_span(lengths, overlap) <= crop:
+        assert kept == tuple(lengths)
+    else:  # the cut sources share one window length, the longest that fits
+        cut = {k for k, n in zip(kept, lengths) if k < n}
+        assert len(cut) == 1
+        window = cut.pop()
+        assert all(k == min(n, window) for k, n in zip(kept, lengths))
+        assert speech_span([min(n, window + 1) for n in lengths], overlap) > crop

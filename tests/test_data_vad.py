@@ -5,8 +5,8 @@ import pytest
 import torch
 import torchaudio
 
-from tests.data_layouts import demo_speech
 from speechbrain_dsn.data.vad import speech_activity, speech_boundaries
+from tests.data_layouts import demo_speech
 
 
 @pytest.mark.parametrize("sample_rate", [8000, 16000, 22050])

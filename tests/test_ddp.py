@@ -22,8 +22,17 @@ from speechbrain_dsn.recipe import load_hparams
 from tests.test_brain import _batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(N_encoder_out=16, nhead=2, d_ffn=32, num_layers=1, num_dual_blocks=1, chunk_size=10,
-            gating_channels=8, gating_d_ffn=16, training_signal_len=4000)
+TINY = dict(
+    N_encoder_out=16,
+    nhead=2,
+    d_ffn=32,
+    num_layers=1,
+    num_dual_blocks=1,
+    chunk_size=10,
+    gating_channels=8,
+    gating_d_ffn=16,
+    training_signal_len=4000,
+)
 
 
 @pytest.fixture
@@ -37,10 +46,15 @@ def one_process_group(monkeypatch):
 
 
 def _ddp_brain(tmp_path, **overrides):
-    hp = load_hparams(os.path.join(ROOT, "hparams", "dsn_3level.yaml"),
-                      {**TINY, "output_folder": str(tmp_path), **overrides})
-    brain = DSNBrain(modules=hp["modules"], opt_class=hp["optimizer"], hparams=hp,
-                     run_opts={"distributed_backend": "gloo", "device": "cpu"})
+    hp = load_hparams(
+        os.path.join(ROOT, "hparams", "dsn_3level.yaml"), {**TINY, "output_folder": str(tmp_path), **overrides}
+    )
+    brain = DSNBrain(
+        modules=hp["modules"],
+        opt_class=hp["optimizer"],
+        hparams=hp,
+        run_opts={"distributed_backend": "gloo", "device": "cpu"},
+    )
     brain.on_fit_start()  # wraps the modules in DDP
     return brain
 
@@ -95,8 +109,10 @@ def test_one_process_order_split_across_processes():
     data = list(range(10))
     one = ReproducibleRandomSampler(data, seed=1234)
     one.set_epoch(3)
-    ranks = [DistributedSamplerWrapper(ReproducibleRandomSampler(data, seed=1234), num_replicas=2, rank=r,
-                                       shuffle=False) for r in (0, 1)]
+    ranks = [
+        DistributedSamplerWrapper(ReproducibleRandomSampler(data, seed=1234), num_replicas=2, rank=r, shuffle=False)
+        for r in (0, 1)
+    ]
     for sampler in ranks:
         sampler.set_epoch(3)
     parts = [list(sampler) for sampler in ranks]
@@ -112,8 +128,10 @@ def _ddp_check():
 
 def test_ddp_check_compares_step_logs():
     compare = _ddp_check().compare
-    one = [dict(epoch="1", step="1", loss="30.0", gating="internal"), dict(epoch="1", step="2", loss="29.0",
-                                                                          gating="external_0.5")]
+    one = [
+        dict(epoch="1", step="1", loss="30.0", gating="internal"),
+        dict(epoch="1", step="2", loss="29.0", gating="external_0.5"),
+    ]
     assert compare(one, one, 1e-5, 1e-5)["equal"]
     off = [dict(one[0]), dict(one[1], loss="29.01")]
     report = compare(one, off, 1e-5, 1e-5)

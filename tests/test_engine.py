@@ -113,8 +113,9 @@ def test_layers_take_sequences_or_level_order_rows(levels):
     rows = engine.run_layer(layer, route.sort(x), route)
     torch.testing.assert_close(route.unsort(rows, x.shape), masked, atol=1e-5, rtol=0)
     for module, run in ((layer.self_att, engine.layers.attention), (layer.pos_ffn, engine.layers.feedforward)):
-        torch.testing.assert_close(route.unsort(run(module, route.sort(x), route), x.shape), module(x, gates),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            route.unsort(run(module, route.sort(x), route), x.shape), module(x, gates), atol=1e-5, rtol=0
+        )
 
 
 @pytest.mark.parametrize("levels", LEVEL_SETS)

@@ -28,8 +28,19 @@ def test_every_recipe_is_complete_hyperpyyaml_with_one_key_set(tmp_path):
     for path in FILES:
         hp = _load(path, tmp_path, **TINY)
         assert "extends" not in hp, path.name
-        for key in ("modules", "model", "num_spks", "utilization_levels", "optimizer", "lr_scheduler",
-                    "epoch_counter", "checkpointer", "train_logger", "sample_rate", "kernel_stride"):
+        for key in (
+            "modules",
+            "model",
+            "num_spks",
+            "utilization_levels",
+            "optimizer",
+            "lr_scheduler",
+            "epoch_counter",
+            "checkpointer",
+            "train_logger",
+            "sample_rate",
+            "kernel_stride",
+        ):
             assert key in hp, f"{path.name} lacks {key}"
         assert sorted(hp["modules"]) == ["decoder", "encoder", "masknet"]
         assert hp["modules"]["masknet"] is hp["model"].masknet
@@ -41,7 +52,7 @@ def test_every_recipe_is_complete_hyperpyyaml_with_one_key_set(tmp_path):
 
 def test_the_wiring_section_is_the_same_text_in_every_recipe():
     texts = {path.name: path.read_text() for path in FILES}
-    wiring = {name: text[text.index(WIRING):] for name, text in texts.items()}
+    wiring = {name: text[text.index(WIRING) :] for name, text in texts.items()}
     first = next(iter(wiring.values()))
     assert all(w == first for w in wiring.values()), [n for n, w in wiring.items() if w != first]
 
@@ -58,8 +69,7 @@ def test_yaml_round_trip_through_the_inference_folder(tmp_path, name):
     torch.manual_seed(0)
     hp = _load(ROOT / "hparams" / name, tmp_path, **TINY)
     model = hp["model"].eval()
-    folder = export_inference_folder(model.get_config(), hp["modules"], str(tmp_path / "inference"),
-                                     hp["sample_rate"])
+    folder = export_inference_folder(model.get_config(), hp["modules"], str(tmp_path / "inference"), hp["sample_rate"])
     # the folder stores the config, not a template: it rebuilds the same architecture
     rebuilt = DSNSepformer.from_config(model.get_config()).eval()
     for part in ("encoder", "masknet", "decoder"):

@@ -30,9 +30,7 @@ def _tone(period, num_samples):
 
 
 # --------------------------------------------------------------------- PIT
-@pytest.mark.parametrize(
-    "perm", [(1, 0), (0, 1), (1, 2, 0), (2, 0, 1), (0, 2, 1), (0, 1, 2)]
-)
+@pytest.mark.parametrize("perm", [(1, 0), (0, 1), (1, 2, 0), (2, 0, 1), (0, 2, 1), (0, 1, 2)])
 def test_pit_permuted_targets_give_optimal_loss(perm):
     sources = len(perm)
     targets = torch.randn(3, 1600, sources)
@@ -83,9 +81,7 @@ def test_segmental_si_sdr_matches_analytic_value_per_segment():
     targets = torch.stack([target, 2 * target], -1).unsqueeze(0)
     estimates = torch.stack([target + noise, 2 * (target + 3 * noise)], -1)
     seg = segmental_si_sdr(estimates.unsqueeze(0), targets, SR, overlap=0.0)
-    expected = torch.stack(
-        [-20 * torch.log10(gains), -20 * torch.log10(3 * gains)], -1
-    )
+    expected = torch.stack([-20 * torch.log10(gains), -20 * torch.log10(3 * gains)], -1)
     assert seg.shape == (1, num_segments, 2)
     assert torch.allclose(seg[0], expected, atol=1e-4)
 
@@ -130,20 +126,29 @@ def test_training_and_evaluation_share_one_definition_of_speech_activity(tmp_pat
 
     from speechbrain_dsn.data.dataio import OnTheFlyMixer
     from speechbrain_dsn.data.vad import ActivityCache, speech_activity
-    from speechbrain_dsn.evaluate import _segment_types
+    from speechbrain_dsn.evaluation_stage import _segment_types
     from tests.test_data_crop import _source_file
 
     rng = np.random.default_rng(0)
     (p1, b1), (p2, b2) = _source_file(tmp_path, "a", 3.0, 130, rng), _source_file(tmp_path, "b", 2.0, 220, rng)
-    row = {"s1_wav": p1, "s2_wav": p2, "s1_start": b1[0], "s1_end": b1[1], "s2_start": b2[0],
-           "s2_end": b2[1], "s1_gain": 1.0, "s2_gain": 1.0}
+    row = {
+        "s1_wav": p1,
+        "s2_wav": p2,
+        "s1_start": b1[0],
+        "s1_end": b1[1],
+        "s2_start": b2[0],
+        "s2_end": b2[1],
+        "s1_gain": 1.0,
+        "s2_gain": 1.0,
+    }
     out = OnTheFlyMixer(SR, (0.5, 0.5), activity=ActivityCache(SR)).mix(row, rng)
     labels = torch.stack([out["s1_vad"], out["s2_vad"]], -1)[None]
     targets = torch.stack([out["s1_sig"], out["s2_sig"]], -1)[None]
     training = segment_activity(labels, SR)[0].numpy()
-    batch = types.SimpleNamespace(s1_sig=(targets[..., 0],), s2_sig=(targets[..., 1],),
-                                  s1_vad=(labels[..., 0],), s2_vad=(labels[..., 1],))
-    hp = types.SimpleNamespace(sample_rate=SR, kernel_stride=8, kernel_size=16, segment_ms=96.0)
+    batch = types.SimpleNamespace(
+        s1_sig=(targets[..., 0],), s2_sig=(targets[..., 1],), s1_vad=(labels[..., 0],), s2_vad=(labels[..., 1],)
+    )
+    hp = types.SimpleNamespace(sample_rate=SR, kernel_stride=8, kernel_size=16, segment_ms=96.0, num_spks=2)
     _, seg_types, evaluation = _segment_types(batch, 100, hp)
     assert np.array_equal(training, evaluation)
     assert {0, 1, 2} <= set(seg_types.tolist())  # silence, one speaker and overlap all occur
@@ -156,22 +161,16 @@ def test_training_and_evaluation_share_one_definition_of_speech_activity(tmp_pat
 # -------------------------------------------------------------- eq. (20)
 def test_signal_dependent_weights_hand_computed():
     a, b = 0.05, 30.0
-    seg = torch.tensor(
-        [[[40.0, 40.0], [29.9, 50.0], [30.0, 30.0], [60.0, 60.0], [36.0, 34.0]]]
-    )
+    seg = torch.tensor([[[40.0, 40.0], [29.9, 50.0], [30.0, 30.0], [60.0, 60.0], [36.0, 34.0]]])
     active = torch.ones_like(seg, dtype=torch.bool)
     # eq. 20 as printed: min(exp(a (x - b) - 1), 1), e^-1 at the threshold
     w = signal_dependent_weights(seg, active, a, b)
-    expected = torch.tensor(
-        [[math.exp(0.5 - 1), math.exp(a * 9.95 - 1), math.exp(-1), 1.0, math.exp(0.25 - 1)]]
-    )
+    expected = torch.tensor([[math.exp(0.5 - 1), math.exp(a * 9.95 - 1), math.exp(-1), 1.0, math.exp(0.25 - 1)]])
     assert w.shape == (1, 5)
     assert torch.allclose(w, expected)
     # the continuous reading: min(exp(a (x - b)) - 1, 1), 0 at the threshold
     w = signal_dependent_weights(seg, active, a, b, form="continuous")
-    expected = torch.tensor(
-        [[math.exp(0.5) - 1, math.exp(a * 9.95) - 1, 0.0, 1.0, math.exp(0.25) - 1]]
-    )
+    expected = torch.tensor([[math.exp(0.5) - 1, math.exp(a * 9.95) - 1, 0.0, 1.0, math.exp(0.25) - 1]])
     assert torch.allclose(w, expected)
     # Segment 1 averages over sources first: (29.9 + 50) / 2 = 39.95 >= b.
     # w reaches 1 at b + 1 / a (printed) or b + ln(2) / a (continuous) and stays there.
@@ -185,9 +184,7 @@ def test_signal_dependent_weights_hand_computed():
 
 def test_signal_dependent_weights_below_b_silence_and_single_speaker():
     seg = torch.tensor([[[10.0, 45.0], [40.0, -80.0], [-80.0, 40.0], [0.0, 0.0]]])
-    active = torch.tensor(
-        [[[True, True], [True, False], [False, True], [False, False]]]
-    )
+    active = torch.tensor([[[True, True], [True, False], [False, True], [False, False]]])
     w = signal_dependent_weights(seg, active, a=0.05, b=30.0)
     single = math.exp(0.05 * 10.0 - 1)
     # mean 27.5 < b -> 0; single speakers use their own score; silence -> 1
@@ -280,9 +277,7 @@ def test_dsn_loss_outputs_and_backward():
     assert ((out["weights"] >= 0) & (out["weights"] <= 1)).all()
     for key in ("loss", "si_sdr_loss", "complexity"):
         assert out[key].dim() == 0 and torch.isfinite(out[key])
-    assert torch.allclose(
-        out["loss"], out["si_sdr_loss"] + 0.5 * out["complexity"]
-    )
+    assert torch.allclose(out["loss"], out["si_sdr_loss"] + 0.5 * out["complexity"])
     expected_pit, _ = pit_si_sdr(estimates, targets)
     assert torch.allclose(out["si_sdr_loss"], expected_pit.mean())
     out["loss"].backward()
@@ -296,9 +291,7 @@ def test_dsn_loss_si_and_sd_differ():
     sd = dsn_loss(estimates, targets, utilization, (0.125, 1.0), weighting="sd")
     assert si["weights"] is None
     assert torch.allclose(si["complexity"], complexity_loss(utilization, 0.125))
-    assert torch.allclose(
-        sd["complexity"], complexity_loss(utilization, 0.125, sd["weights"])
-    )
+    assert torch.allclose(sd["complexity"], complexity_loss(utilization, 0.125, sd["weights"]))
     # ~40 dB estimates: eq. (20) weights lie strictly between 0 and 1.
     assert sd["complexity"] < si["complexity"]
     assert torch.equal(si["si_sdr_loss"], sd["si_sdr_loss"])
@@ -330,3 +323,29 @@ def test_dsn_loss_rejects_bad_inputs():
         dsn_loss(estimates[:, :-1], targets, utilization, (0.125, 1.0))
     with pytest.raises(ValueError, match="utilization"):
         dsn_loss(estimates, targets, utilization[:1], (0.125, 1.0))
+
+
+# ------------------------------------------------------ 1 and 3 sources
+@pytest.mark.parametrize("num_spks", [1, 2, 3])
+def test_dsn_loss_of_n_sources_is_permutation_invariant(num_spks):
+    targets = torch.randn(2, 4000, num_spks)
+    # a different error level per source: estimate j matches target j only
+    estimates = targets + torch.randn_like(targets) * torch.linspace(0.01, 0.2, num_spks)
+    labels = torch.ones_like(targets)
+    labels[:, :1000] = 0.0  # a silent start: weight 1 there
+    utilization = torch.full((2, 499), 0.5)
+    common = dict(levels=(0.125, 1.0), weighting="sd", b=10.0, activity=labels)
+    right = dsn_loss(estimates, targets, utilization, **common)
+    for perm in ([1, 2, 0], [2, 1, 0], [0]):
+        if sorted(perm) != list(range(num_spks)):
+            continue
+        permuted = dsn_loss(estimates[..., perm], targets, utilization, **common)
+        assert torch.allclose(permuted["loss"], right["loss"]) and torch.allclose(permuted["weights"], right["weights"])
+    expected_si_sdr = get_si_snr_with_pitwrapper(targets, estimates).mean()
+    assert torch.allclose(right["si_sdr_loss"], expected_si_sdr)
+    assert torch.all(right["weights"][:, :40] == 1.0)  # frames of silent segments
+    seg = segmental_si_sdr(estimates, targets, SR)
+    active = segment_activity(labels, SR)
+    score = seg.mean(-1)  # speech segments: the mean over all (active) sources
+    expected = torch.clamp(torch.exp(0.05 * (score - 10.0) - 1), max=1.0) * (score >= 10.0)
+    assert torch.allclose(signal_dependent_weights(seg, active, b=10.0)[:, 4:], expected[:, 4:])

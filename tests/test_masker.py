@@ -90,11 +90,19 @@ def test_bad_inputs_are_reported():
     with pytest.raises(TypeError, match="SlimmableTransformerBlock"):
         DSNMasker(32, 32, SBTransformerBlock(**TINY), SBTransformerBlock(**TINY))
     with pytest.raises(ValueError, match="share utilization levels"):
-        DSNMasker(32, 32, SlimmableTransformerBlock(**TINY, utilization_levels=[1.0]),
-                  SlimmableTransformerBlock(**TINY, utilization_levels=[0.5, 1.0]))
+        DSNMasker(
+            32,
+            32,
+            SlimmableTransformerBlock(**TINY, utilization_levels=[1.0]),
+            SlimmableTransformerBlock(**TINY, utilization_levels=[0.5, 1.0]),
+        )
     with pytest.raises(ValueError, match="need a gating module"):
-        DSNMasker(32, 32, SlimmableTransformerBlock(**TINY, utilization_levels=[0.5, 1.0]),
-                  SlimmableTransformerBlock(**TINY, utilization_levels=[0.5, 1.0]))
+        DSNMasker(
+            32,
+            32,
+            SlimmableTransformerBlock(**TINY, utilization_levels=[0.5, 1.0]),
+            SlimmableTransformerBlock(**TINY, utilization_levels=[0.5, 1.0]),
+        )
 
 
 def test_one_block_passed_twice_does_not_tie_weights():

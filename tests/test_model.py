@@ -66,8 +66,10 @@ class _EveryFrameHighest(torch.nn.Module):
 
 
 def test_a_new_gating_policy_is_a_class_named_in_the_config():
-    config = {**tiny_model([0.25, 1.0]).get_config(), "gating": {"class": f"{__name__}._EveryFrameHighest",
-                                                                  "bias": 0.5}}
+    config = {
+        **tiny_model([0.25, 1.0]).get_config(),
+        "gating": {"class": f"{__name__}._EveryFrameHighest", "bias": 0.5},
+    }
     model = DSNSepformer.from_config(config).eval()
     assert isinstance(model.masknet.gating, _EveryFrameHighest) and float(model.masknet.gating.bias) == 0.5
     mix = torch.randn(1, 900)

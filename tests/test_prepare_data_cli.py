@@ -12,9 +12,27 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "prepare_data.py"
 def test_cli_prepares_folder_corpus(tmp_path):
     corpus = make_folder_corpus(tmp_path / "corpus")
     save = tmp_path / "save"
-    cmd = [sys.executable, str(SCRIPT), "--corpus", "folder", "--data_folder", str(corpus),
-           "--save_folder", str(save), "--num_train", "3", "--num_valid", "2", "--num_test", "1",
-           "--test_overlaps", "1.0", "0.5", "--max_source_seconds", "2"]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--corpus",
+        "folder",
+        "--data_folder",
+        str(corpus),
+        "--save_folder",
+        str(save),
+        "--num_train",
+        "3",
+        "--num_valid",
+        "2",
+        "--num_test",
+        "1",
+        "--test_overlaps",
+        "1.0",
+        "0.5",
+        "--max_source_seconds",
+        "2",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in save.glob("*.csv"))
@@ -24,6 +42,19 @@ def test_cli_prepares_folder_corpus(tmp_path):
 
 
 def test_cli_rejects_unknown_corpus(tmp_path):
-    result = subprocess.run([sys.executable, str(SCRIPT), "--corpus", "timit", "--data_folder", str(tmp_path),
-                             "--save_folder", str(tmp_path / "s")], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--corpus",
+            "timit",
+            "--data_folder",
+            str(tmp_path),
+            "--save_folder",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and "invalid choice" in result.stderr

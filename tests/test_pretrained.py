@@ -5,17 +5,15 @@ Its figures on the bundled example are measured by
 keeps them from silently regressing.
 """
 
-import os
 import pathlib
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
 from speechbrain.inference.separation import SepformerSeparation
 
-from speechbrain_dsn.evaluation import si_sdr_improvement
 from speechbrain_dsn.inference import DSNSeparation
+from speechbrain_dsn.metrics import si_sdr_improvement
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODEL = ROOT / "pretrained" / "dsn_small"
@@ -50,7 +48,7 @@ def test_stock_and_dsn_interfaces_load_the_bundle_and_agree(example, tmp_path):
 
 def test_the_bundle_separates_the_example_and_spends_compute_on_speech(example, tmp_path):
     from speechbrain_dsn.data.vad import speech_activity
-    from speechbrain_dsn.evaluation import frame_segment_types
+    from speechbrain_dsn.segment_types import frame_segment_types
 
     mix, targets, rate = example
     separator = DSNSeparation.from_hparams(source=str(MODEL), savedir=str(tmp_path / "ours"))
@@ -60,6 +58,6 @@ def test_the_bundle_separates_the_example_and_spends_compute_on_speech(example, 
     si_sdri = float(si_sdr_improvement(est, targets, mix)["si_sdri"])
     assert si_sdri > MIN_SI_SDRI, si_sdri
     active = [speech_activity(targets[:, k].numpy(), rate) for k in range(2)]
-    frames = frame_segment_types(*active, len(used), separator.hparams.kernel_stride, separator.hparams.kernel_size)
+    frames = frame_segment_types(active, len(used), separator.hparams.kernel_stride, separator.hparams.kernel_size)
     silence, speech = used[frames == 0].mean(), used[frames > 0].mean()
     assert silence < speech, (float(silence), float(speech))

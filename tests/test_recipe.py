@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,8 +26,10 @@ def test_every_yaml_loads_with_small_overrides(name, tmp_path):
 
 
 def test_static_yaml_takes_any_single_level(tmp_path):
-    hp = load_hparams(os.path.join(ROOT, "hparams", "static.yaml"),
-                      {**TINY, "output_folder": str(tmp_path), "utilization_levels": [0.125]})
+    hp = load_hparams(
+        os.path.join(ROOT, "hparams", "static.yaml"),
+        {**TINY, "output_folder": str(tmp_path), "utilization_levels": [0.125]},
+    )
     layer = hp["modules"]["masknet"].dual_mdl[0].intra_mdl.mdl.layers[0]
     assert layer.pos_ffn.ffn[0].weight.shape[0] == 8  # ceil(0.125 * 64) neurons, nothing else
 
@@ -53,14 +56,26 @@ def _run(yaml, out, debug=True, **overrides):
 def test_train_debug_writes_results_summary_plots_and_inference_folder(name, tmp_path):
     out = tmp_path / "run"
     _run(name, out)
-    for f in ["test_results.csv", "test_summary.csv", "utilization_by_segment.csv", "segsdr_by_segment.csv",
-              "plots/tradeoff.png", "train_log.txt", "hyperparams.yaml", "inference/hyperparams.yaml",
-              "inference/encoder.ckpt", "inference/masknet.ckpt", "inference/decoder.ckpt"]:
+    for f in [
+        "test_results.csv",
+        "test_summary.csv",
+        "utilization_by_segment.csv",
+        "segsdr_by_segment.csv",
+        "plots/tradeoff.png",
+        "train_log.txt",
+        "hyperparams.yaml",
+        "inference/hyperparams.yaml",
+        "inference/encoder.ckpt",
+        "inference/masknet.ckpt",
+        "inference/decoder.ckpt",
+    ]:
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     with open(out / "test_summary.csv") as fin:
         summary = list(csv.DictReader(fin))
     levels = YAMLS[name]
-    expected_modes = {f"static_{levels[0]:g}"} if len(levels) == 1 else {"internal"} | {f"external_{u:g}" for u in levels}
+    expected_modes = (
+        {f"static_{levels[0]:g}"} if len(levels) == 1 else {"internal"} | {f"external_{u:g}" for u in levels}
+    )
     assert {r["gating"] for r in summary} == expected_modes
     assert {r["condition"] for r in summary} == {"ov100", "ov25", "all"}
     for row in summary:
@@ -92,8 +107,13 @@ def test_checkpoint_test_only_and_inference_folder_in_stock_sepformer_separation
 
 
 def test_complexity_cli_reads_a_variant_yaml():
-    result = subprocess.run([sys.executable, "-m", "speechbrain_dsn.complexity", "hparams/dsn_2level.yaml",
-                             "--seconds", "0.25"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "speechbrain_dsn.complexity", "hparams/dsn_2level.yaml", "--seconds", "0.25"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout.strip().splitlines()[-1])
     assert [r["utilization"] for r in rows] == [0.125, 1.0]
@@ -120,3 +140,80 @@ def test_official_condition_and_sdri_in_the_reports(tmp_path):
     official = [r for r in results if r["condition"] == "official"]
     assert official and all(r["sdr"] and r["sdri"] for r in official)
     assert {r["ID"] for r in official} <= {p.stem for p in (corpus / "2speakers/wav8k/min/tt/mix").glob("*.wav")}
+
+
+def _separate_with_inference_folder(out, tmp_path, mix_file):
+    from speechbrain_dsn.inference import DSNSeparation
+
+    separator = DSNSeparation.from_hparams(source=str(out / "inference"), savedir=str(tmp_path / "pretrained"))
+    return separator.separate_file(str(mix_file))
+
+
+def _results(out):
+    with open(out / "test_results.csv") as fin:
+        results = list(csv.DictReader(fin))
+    with open(out / "utilization_by_segment.csv") as fin:
+        shares = list(csv.DictReader(fin))
+    return results, shares
+
+
+def test_three_speakers_by_configuration(tmp_path):
+    out = tmp_path / "run"
+    _run(
+        "dsn_small.yaml",
+        out,
+        num_spks=3,
+        num_train=3,
+        num_valid=1,
+        num_test=1,
+        test_overlaps="[1.0, 0.5]",
+        test_conditions="[ov100, ov50]",
+        n_audio_to_save=1,
+    )
+    with open(out / "data" / "train.csv") as fin:
+        assert "s3_wav" in csv.DictReader(fin).fieldnames
+    results, shares = _results(out)
+    assert {r["condition"] for r in results} == {"ov100", "ov50"}
+    for row in results:  # one score per source
+        assert all(row[f"si_sdri_s{i}"] not in ("", "nan") for i in (1, 2, 3)) and "si_sdri_s4" not in row
+        mean = np.mean([float(row[f"si_sdri_s{i}"]) for i in (1, 2, 3)])
+        assert float(row["si_sdri"]) == pytest.approx(mean, abs=1e-4)
+    assert {r["segment_type"] for r in shares} == {"silence", "single", "overlap"}
+    audio = out / "audio_results" / "ov100" / "internal"
+    assert len(list(audio.glob("*_source*hat.wav"))) == 3
+    mix_file = next((out / "data" / "test" / "ov100").glob("*_mix.wav"))
+    est = _separate_with_inference_folder(out, tmp_path, mix_file)
+    assert est.shape[-1] == 3 and torch.isfinite(est).all()
+
+
+def test_one_speaker_in_noise_by_configuration(tmp_path):
+    from tests.data_layouts import make_noise_folder
+
+    noise = make_noise_folder(tmp_path / "noise")
+    out = tmp_path / "run"
+    _run(
+        "dsn_small.yaml",
+        out,
+        num_spks=1,
+        noise_folder=noise,
+        num_train=3,
+        num_valid=1,
+        num_test=1,
+        test_noise_activities="[1.0, 0.5]",
+        test_conditions="[na100, na50]",
+        n_audio_to_save=1,
+    )
+    with open(out / "data" / "train.csv") as fin:
+        row = next(csv.DictReader(fin))
+    assert "noise_wav" in row and "s2_wav" not in row
+    results, shares = _results(out)
+    assert {r["condition"] for r in results} == {"na100", "na50"}
+    for row in results:
+        assert row["si_sdri_s1"] not in ("", "nan") and "si_sdri_s2" not in row
+        assert float(row["si_sdri"]) == pytest.approx(float(row["si_sdri_s1"]), abs=1e-4)
+    assert {r["segment_type"] for r in shares} == {"silence", "single"}  # no overlap with one source
+    audio = out / "audio_results" / "na100" / "internal"
+    assert [p.name.split("_")[-1] for p in audio.glob("*_source*hat.wav")] == ["source1hat.wav"]
+    mix_file = next((out / "data" / "test" / "na100").glob("*_mix.wav"))
+    est = _separate_with_inference_folder(out, tmp_path, mix_file)
+    assert est.shape[-1] == 1 and torch.isfinite(est).all()

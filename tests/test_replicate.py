@@ -27,7 +27,7 @@ def _write_csv(path, rows):
 
 
 def _fake_run(folder, levels, si_sdri, shares=None, epochs=3):
-    """A recipe output folder as evaluate.py writes it.
+    """A recipe output folder as the test stage (test_stage.py) writes it.
 
     ``si_sdri``: gating mode -> SI-SDRi, the same in every condition;
     ``shares``: segment type -> frames per level (internal gating, per condition).
@@ -35,10 +35,24 @@ def _fake_run(folder, levels, si_sdri, shares=None, epochs=3):
     folder.mkdir(parents=True)
     summary = []
     for mode, value in si_sdri.items():
-        u = levels[0] if mode.startswith("static_") else float(mode.split("_")[1]) if mode.startswith("external") else 0.5
+        u = (
+            levels[0]
+            if mode.startswith("static_")
+            else float(mode.split("_")[1])
+            if mode.startswith("external")
+            else 0.5
+        )
         for condition in CONDITIONS + ("all",):
-            summary.append({"condition": condition, "gating": mode, "si_sdri": value, "avg_utilization": u,
-                            "gmacs": 0.4 + 1.6 * u, "count": 2})
+            summary.append(
+                {
+                    "condition": condition,
+                    "gating": mode,
+                    "si_sdri": value,
+                    "avg_utilization": u,
+                    "gmacs": 0.4 + 1.6 * u,
+                    "count": 2,
+                }
+            )
     _write_csv(folder / "test_summary.csv", summary)
     headline = "internal" if "internal" in si_sdri else next(iter(si_sdri))
     shares = shares or {name: [10] * len(levels) for name in ("silence", "single", "overlap")}
@@ -46,14 +60,24 @@ def _fake_run(folder, levels, si_sdri, shares=None, epochs=3):
     for condition in CONDITIONS:
         for segment_type, frames in shares.items():
             for level, count in zip(levels, frames):
-                rows.append({"condition": condition, "gating": headline, "segment_type": segment_type,
-                             "utilization": level, "share": count / sum(frames), "frames": count})
+                rows.append(
+                    {
+                        "condition": condition,
+                        "gating": headline,
+                        "segment_type": segment_type,
+                        "utilization": level,
+                        "share": count / sum(frames),
+                        "frames": count,
+                    }
+                )
     _write_csv(folder / "utilization_by_segment.csv", rows)
-    (folder / "train_log.txt").write_text("".join(f"epoch: {e}, lr: 5.00e-04 - valid loss: 1.0\n"
-                                                  for e in range(1, epochs + 1)))
+    (folder / "train_log.txt").write_text(
+        "".join(f"epoch: {e}, lr: 5.00e-04 - valid loss: 1.0\n" for e in range(1, epochs + 1))
+    )
     (folder / "hyperparams.yaml").write_text(
         f"seed: 1234\nutilization_levels: {list(levels)}\nN_encoder_out: 128\nsd_b: 10.0\n"
-        "MaskNet: !new:speechbrain_dsn.masker.DSNMasker\n    in_channels: 128\n")
+        "MaskNet: !new:speechbrain_dsn.masker.DSNMasker\n    in_channels: 128\n"
+    )
     return folder
 
 
@@ -61,10 +85,16 @@ GOOD = {
     "static_0.125": ((0.125,), {"static_0.125": 1.0}, None),
     "static_1": ((1.0,), {"static_1": 3.0}, None),
     # internal 2.5 dB at U=0.5: the line gives 1 + 2 * 0.375 / 0.875 = 1.857 dB
-    "dsn": ((0.125, 1.0), {"internal": 2.5, "external_0.125": 0.2, "external_1": 2.9},
-            {"silence": [90, 10], "single": [50, 50], "overlap": [10, 90]}),
-    "dsn_nodrop": ((0.125, 1.0), {"internal": 2.6, "external_0.125": -2.0, "external_1": 2.0},
-                   {"silence": [80, 20], "single": [60, 40], "overlap": [20, 80]}),
+    "dsn": (
+        (0.125, 1.0),
+        {"internal": 2.5, "external_0.125": 0.2, "external_1": 2.9},
+        {"silence": [90, 10], "single": [50, 50], "overlap": [10, 90]},
+    ),
+    "dsn_nodrop": (
+        (0.125, 1.0),
+        {"internal": 2.6, "external_0.125": -2.0, "external_1": 2.0},
+        {"silence": [80, 20], "single": [60, 40], "overlap": [20, 80]},
+    ),
 }
 
 
@@ -105,14 +135,32 @@ BAD = {
     # static U=1.0 only 0.5 dB above U=0.125
     "a": ("static_1", ((1.0,), {"static_1": 1.5}, None)),
     # more full-width frames on silence than on overlap
-    "b": ("dsn", ((0.125, 1.0), {"internal": 2.5, "external_0.125": 0.2, "external_1": 2.9},
-                  {"silence": [10, 90], "single": [50, 50], "overlap": [90, 10]})),
+    "b": (
+        "dsn",
+        (
+            (0.125, 1.0),
+            {"internal": 2.5, "external_0.125": 0.2, "external_1": 2.9},
+            {"silence": [10, 90], "single": [50, 50], "overlap": [90, 10]},
+        ),
+    ),
     # 1.5 dB at U=0.5 is below the line (1.857 dB)
-    "c": ("dsn", ((0.125, 1.0), {"internal": 1.5, "external_0.125": 0.2, "external_1": 2.9},
-                  {"silence": [90, 10], "single": [50, 50], "overlap": [10, 90]})),
+    "c": (
+        "dsn",
+        (
+            (0.125, 1.0),
+            {"internal": 1.5, "external_0.125": 0.2, "external_1": 2.9},
+            {"silence": [90, 10], "single": [50, 50], "overlap": [10, 90]},
+        ),
+    ),
     # dropout did not help external gating at U=0.125
-    "d": ("dsn_nodrop", ((0.125, 1.0), {"internal": 2.6, "external_0.125": 0.5, "external_1": 2.0},
-                         {"silence": [80, 20], "single": [60, 40], "overlap": [20, 80]})),
+    "d": (
+        "dsn_nodrop",
+        (
+            (0.125, 1.0),
+            {"internal": 2.6, "external_0.125": 0.5, "external_1": 2.0},
+            {"silence": [80, 20], "single": [60, 40], "overlap": [20, 80]},
+        ),
+    ),
 }
 
 
@@ -149,13 +197,21 @@ def test_plots_and_table_are_written(rep, tmp_path):
 
 def test_speaker_folder_links_every_corpus_and_keeps_clashing_names_apart(rep, tmp_path):
     source = tmp_path / "speech"
-    for name in ("libri/17/a.flac", "libri/17/b.wav", "arctic/17/c.wav", "arctic/aew/d.wav", "libri/LICENSE.TXT",
-                 "arctic/aew/notes.txt"):
+    for name in (
+        "libri/17/a.flac",
+        "libri/17/b.wav",
+        "arctic/17/c.wav",
+        "arctic/aew/d.wav",
+        "libri/LICENSE.TXT",
+        "arctic/aew/notes.txt",
+    ):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_bytes(b"x")
     corpus_of = rep.build_speaker_folder(source, tmp_path / "speakers")
     assert corpus_of == {"libri-17": "libri", "arctic-17": "arctic", "aew": "arctic"}
-    linked = sorted(str(p.relative_to(tmp_path / "speakers")) for p in (tmp_path / "speakers").rglob("*") if p.is_file())
+    linked = sorted(
+        str(p.relative_to(tmp_path / "speakers")) for p in (tmp_path / "speakers").rglob("*") if p.is_file()
+    )
     assert linked == ["aew/d.wav", "arctic-17/c.wav", "libri-17/a.flac", "libri-17/b.wav"]
     assert (tmp_path / "speakers" / "aew" / "d.wav").resolve() == (source / "arctic/aew/d.wav").resolve()
     rep.build_speaker_folder(source, tmp_path / "speakers")  # idempotent
@@ -163,8 +219,13 @@ def test_speaker_folder_links_every_corpus_and_keeps_clashing_names_apart(rep, t
 
 def test_speaker_split_detects_shared_speakers(rep, tmp_path):
     def pairs(path, spk_pairs):
-        _write_csv(path, [{"ID": f"p{i}", "s1_spk": a, "s2_spk": b, "s1_wav": f"{a}.wav", "s2_wav": f"{b}.wav"}
-                          for i, (a, b) in enumerate(spk_pairs)])
+        _write_csv(
+            path,
+            [
+                {"ID": f"p{i}", "s1_spk": a, "s2_spk": b, "s1_wav": f"{a}.wav", "s2_wav": f"{b}.wav"}
+                for i, (a, b) in enumerate(spk_pairs)
+            ],
+        )
 
     pairs(tmp_path / "train.csv", [("a", "b"), ("b", "c")])
     pairs(tmp_path / "valid.csv", [("d", "e")])
@@ -197,7 +258,13 @@ def test_small_yamls_build_the_small_model(yaml, levels, tmp_path):
     hp = load_hparams(str(SCRIPT.parents[1] / "hparams" / yaml), {"output_folder": str(tmp_path)})
     masknet = hp["modules"]["masknet"]
     assert masknet.utilization_levels == levels and (masknet.gating is None) == (len(levels) == 1)
-    assert (hp["N_encoder_out"], hp["num_dual_blocks"], hp["num_layers"], hp["nhead"], hp["d_ffn"]) == (128, 1, 2, 8, 512)
+    assert (hp["N_encoder_out"], hp["num_dual_blocks"], hp["num_layers"], hp["nhead"], hp["d_ffn"]) == (
+        128,
+        1,
+        2,
+        8,
+        512,
+    )
     assert (hp["lr"], hp["alpha"], hp["sd_a"], hp["sd_b"], hp["gating_dropout"]) == (5e-4, 1.0, 0.05, 10.0, 0.3)
     assert (hp["full_width_warmup_epochs"], hp["alpha_warmup_epochs"], hp["number_of_epochs"]) == (2, 0, 11)
     assert hp["dynamic_mixing"] and hp["training_signal_len"] == 32000

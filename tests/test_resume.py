@@ -25,11 +25,24 @@ INTERVAL, STEPS = 3, 8  # intra-epoch checkpoint every 3 steps; 8 steps per epoc
 
 
 def _train_args(out):
-    options = {**TINY, "number_of_epochs": 2, "num_train": STEPS, "num_valid": 1, "num_test": 1,
-               "test_overlaps": "[1.0]", "test_conditions": "[ov100]", "batch_size": 1,
-               "training_signal_len": 8000, "ckpt_interval_minutes": 0, "ckpt_interval_steps": INTERVAL,
-               "gmacs_seconds": 0.25, "n_plots": 0, "save_audio": False, "step_log": out / "steps.csv",
-               "output_folder": out}
+    options = {
+        **TINY,
+        "number_of_epochs": 2,
+        "num_train": STEPS,
+        "num_valid": 1,
+        "num_test": 1,
+        "test_overlaps": "[1.0]",
+        "test_conditions": "[ov100]",
+        "batch_size": 1,
+        "training_signal_len": 8000,
+        "ckpt_interval_minutes": 0,
+        "ckpt_interval_steps": INTERVAL,
+        "gmacs_seconds": 0.25,
+        "n_plots": 0,
+        "save_audio": False,
+        "step_log": out / "steps.csv",
+        "output_folder": out,
+    }
     args = ["hparams/dsn_2level.yaml"]
     for key, value in options.items():
         args += [f"--{key}", str(value)]
@@ -89,8 +102,9 @@ def test_sigkill_during_checkpoint_writes_then_rerun_continues_exactly(tmp_path)
         assert train["loss"] == pytest.approx(train["complexity"] - train["si-snr"], abs=0.06), line
 
     # the final checkpoint holds the continued counter, early stopping, LR schedule and optimizer
-    last = max((c for c in _visible_checkpoints(save)), key=lambda c: yaml.safe_load((c / "CKPT.yaml").read_text())
-               ["unixtime"])
+    last = max(
+        (c for c in _visible_checkpoints(save)), key=lambda c: yaml.safe_load((c / "CKPT.yaml").read_text())["unixtime"]
+    )
     counter = yaml.safe_load((last / "counter.ckpt").read_text())
     assert counter["current_epoch"] == 2 and counter["should_stop"] is False
     assert counter["best_epoch"] == 1 + valid.index(min(valid))
@@ -131,8 +145,9 @@ def test_folder_without_meta_is_not_a_checkpoint_and_leftovers_are_removed(recip
     for name in (".tmp-CKPT+2099-01-01+00-00-00+01", ".del-CKPT+2000-01-01+00-00-00+00"):
         (checkpointer.checkpoints_dir / name).mkdir()
     assert checkpointer.find_checkpoint() == good  # the newest *complete* one
-    fresh = load_hparams(os.path.join(ROOT, "hparams", "dsn_2level.yaml"),
-                         {**TINY, "output_folder": hp["output_folder"]})["checkpointer"]
+    fresh = load_hparams(
+        os.path.join(ROOT, "hparams", "dsn_2level.yaml"), {**TINY, "output_folder": hp["output_folder"]}
+    )["checkpointer"]
     assert sorted(p.name for p in fresh.checkpoints_dir.iterdir()) == sorted([good.path.name, partial.name])
     assert fresh.recover_if_possible() == good
 
@@ -201,8 +216,9 @@ def test_early_stopping_state_survives_a_checkpoint(recipe_checkpointer, tmp_pat
         counter.current = epoch
         counter.update_metric(loss)
     checkpointer.save_checkpoint()
-    fresh = load_hparams(os.path.join(ROOT, "hparams", "dsn_2level.yaml"),
-                         {**TINY, "output_folder": hp["output_folder"]})
+    fresh = load_hparams(
+        os.path.join(ROOT, "hparams", "dsn_2level.yaml"), {**TINY, "output_folder": hp["output_folder"]}
+    )
     fresh["checkpointer"].recover_if_possible()
     restored = fresh["epoch_counter"]
     assert (restored.current, restored.best_limit, restored.best_score) == (3, 2, 4.0)
@@ -225,10 +241,17 @@ def test_validation_checkpoint_holds_the_early_stopping_state_of_its_epoch(tmp_p
         def save_and_keep_only(self, **kwargs):
             saved.append((counter.best_limit, counter.best_score))
 
-    hparams = {**BRAIN_HPARAMS, "epoch_counter": counter, "lr_scheduler": ReduceLROnPlateau(),
-               "train_logger": FileTrainLogger(str(tmp_path / "log.txt"))}
-    brain = DSNBrain({"encoder": model.encoder, "masknet": model.masknet, "decoder": model.decoder},
-                     opt_class=lambda p: torch.optim.Adam(p), hparams=hparams)
+    hparams = {
+        **BRAIN_HPARAMS,
+        "epoch_counter": counter,
+        "lr_scheduler": ReduceLROnPlateau(),
+        "train_logger": FileTrainLogger(str(tmp_path / "log.txt")),
+    }
+    brain = DSNBrain(
+        {"encoder": model.encoder, "masknet": model.masknet, "decoder": model.decoder},
+        opt_class=lambda p: torch.optim.Adam(p),
+        hparams=hparams,
+    )
     brain.checkpointer = Recorder()
     brain.optimizer = brain.opt_class(brain.modules.parameters())
     for epoch, loss in ((1, 5.0), (2, 4.0)):
@@ -284,6 +307,7 @@ def test_interrupted_export_keeps_the_previous_inference_folder_whole(tmp_path, 
                 if len(calls) == 2:
                     raise OSError("killed")
                 return real(src, dst)
+
             return rename
 
         monkeypatch.setattr(os, "replace", failing(os.replace))
@@ -293,7 +317,9 @@ def test_interrupted_export_keeps_the_previous_inference_folder_whole(tmp_path, 
     monkeypatch.undo()
     assert _contents(folder) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
-    export(hp["model"].get_config(), hp["modules"], str(folder), 8000)  # a later export replaces it whole, and keeps the user's file
+    export(
+        hp["model"].get_config(), hp["modules"], str(folder), 8000
+    )  # a later export replaces it whole, and keeps the user's file
     after = _contents(folder)
     assert after["notes.txt"] == before["notes.txt"] and after["masknet.ckpt"] != before["masknet.ckpt"]
     assert after["encoder.ckpt"] == before["encoder.ckpt"]

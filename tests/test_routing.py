@@ -5,7 +5,9 @@ from speechbrain_dsn.engine import Route
 from speechbrain_dsn.levels import Levels, slim_width
 
 
-@pytest.mark.parametrize("u,full,expected", [(0.125, 8, 1), (0.25, 8, 2), (0.5, 1024, 512), (0.75, 8, 6), (1.0, 1024, 1024), (0.3, 10, 3)])
+@pytest.mark.parametrize(
+    "u,full,expected", [(0.125, 8, 1), (0.25, 8, 2), (0.5, 1024, 512), (0.75, 8, 6), (1.0, 1024, 1024), (0.3, 10, 3)]
+)
 def test_slim_width_is_ceil(u, full, expected):
     assert slim_width(u, full) == expected
 

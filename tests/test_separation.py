@@ -73,8 +73,11 @@ def test_report_is_the_share_weighted_cost(separator, example):
 
 
 def test_bad_budgets_are_errors(separator, example):
-    for kwargs, pattern in (({"budget": 0.0}, "budget"), ({"budget": 1.5}, "budget"),
-                            ({"budget": 0.5, "utilization": 1.0}, "not both")):
+    for kwargs, pattern in (
+        ({"budget": 0.0}, "budget"),
+        ({"budget": 1.5}, "budget"),
+        ({"budget": 0.5, "utilization": 1.0}, "not both"),
+    ):
         with pytest.raises(ValueError, match=pattern):
             separator.separate_batch(example, **kwargs)
 
@@ -110,8 +113,10 @@ def test_long_file_is_separated_in_windows(separator, tmp_path, example):
     try:
         est = separator.separate_file(str(path), budget=0.4)
     finally:
-        separator.window_seconds, separator.overlap_seconds = DSNSeparation.window_seconds, \
-            DSNSeparation.overlap_seconds
+        separator.window_seconds, separator.overlap_seconds = (
+            DSNSeparation.window_seconds,
+            DSNSeparation.overlap_seconds,
+        )
     assert est.shape == (1, long.numel(), 2) and torch.isfinite(est).all()
     report = separator.last_report
     assert abs(report.utilization.shape[-1] - long.numel() / 8) < 8
@@ -121,8 +126,9 @@ def test_long_file_is_separated_in_windows(separator, tmp_path, example):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "speechbrain_dsn.separate", *map(str, args)], capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "speechbrain_dsn.separate", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_cli_writes_sources_and_plot_and_prints_one_line(tmp_path):
@@ -144,8 +150,11 @@ def test_cli_writes_sources_and_plot_and_prints_one_line(tmp_path):
 def test_cli_bad_input_is_one_line_and_non_zero(tmp_path, case):
     bad = tmp_path / "notes.wav"
     bad.write_text("not audio")
-    args = {"missing": [tmp_path / "nope.wav"], "not audio": [bad],
-            "bad budget": [BUNDLE / "example" / "mix.wav", "--budget", "2"]}[case]
+    args = {
+        "missing": [tmp_path / "nope.wav"],
+        "not audio": [bad],
+        "bad budget": [BUNDLE / "example" / "mix.wav", "--budget", "2"],
+    }[case]
     done = _cli(*args, "--out", tmp_path / "out")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr

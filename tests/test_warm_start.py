@@ -15,14 +15,26 @@ SMALL = {"N_encoder_out": 32, "num_layers": 1, "nhead": 4, "d_ffn": 64, "num_dua
 
 def _stock(d_ffn=64):
     """A stock SpeechBrain SepFormer with the recipe's wiring at the SMALL size."""
-    block = dict(num_layers=1, d_model=32, nhead=4, d_ffn=d_ffn, dropout=0.0, use_positional_encoding=True,
-                 norm_before=True)
+    block = dict(
+        num_layers=1, d_model=32, nhead=4, d_ffn=d_ffn, dropout=0.0, use_positional_encoding=True, norm_before=True
+    )
     torch.manual_seed(3)
-    return {"encoder": Encoder(kernel_size=16, out_channels=32),
-            "masknet": Dual_Path_Model(32, 32, SBTransformerBlock(**block), SBTransformerBlock(**block), num_layers=1,
-                                       norm="ln", K=20, num_spks=2, skip_around_intra=True,
-                                       linear_layer_after_inter_intra=False),
-            "decoder": Decoder(in_channels=32, out_channels=1, kernel_size=16, stride=8, bias=False)}
+    return {
+        "encoder": Encoder(kernel_size=16, out_channels=32),
+        "masknet": Dual_Path_Model(
+            32,
+            32,
+            SBTransformerBlock(**block),
+            SBTransformerBlock(**block),
+            num_layers=1,
+            norm="ln",
+            K=20,
+            num_spks=2,
+            skip_around_intra=True,
+            linear_layer_after_inter_intra=False,
+        ),
+        "decoder": Decoder(in_channels=32, out_channels=1, kernel_size=16, stride=8, bias=False),
+    }
 
 
 def _save(modules, folder):
@@ -81,20 +93,34 @@ def test_unexpected_keys_are_an_error(tmp_path):
 
 def test_the_wsj02mix_variant_fits_the_public_sepformer_checkpoint(tmp_path):
     """A stock SepFormer built as speechbrain/sepformer-wsj02mix loads strictly (only gating keys missing)."""
-    block = dict(num_layers=8, d_model=256, nhead=8, d_ffn=1024, dropout=0.0, use_positional_encoding=True,
-                 norm_before=True)
-    stock = {"encoder": Encoder(kernel_size=16, out_channels=256),
-             "masknet": Dual_Path_Model(256, 256, SBTransformerBlock(**block), SBTransformerBlock(**block),
-                                        num_layers=2, norm="ln", K=250, num_spks=2, skip_around_intra=True,
-                                        linear_layer_after_inter_intra=False),
-             "decoder": Decoder(in_channels=256, out_channels=1, kernel_size=16, stride=8, bias=False)}
+    block = dict(
+        num_layers=8, d_model=256, nhead=8, d_ffn=1024, dropout=0.0, use_positional_encoding=True, norm_before=True
+    )
+    stock = {
+        "encoder": Encoder(kernel_size=16, out_channels=256),
+        "masknet": Dual_Path_Model(
+            256,
+            256,
+            SBTransformerBlock(**block),
+            SBTransformerBlock(**block),
+            num_layers=2,
+            norm="ln",
+            K=250,
+            num_spks=2,
+            skip_around_intra=True,
+            linear_layer_after_inter_intra=False,
+        ),
+        "decoder": Decoder(in_channels=256, out_channels=1, kernel_size=16, stride=8, bias=False),
+    }
     folder = _save(stock, tmp_path / "sepformer-wsj02mix")
     hp = load_hparams(os.path.join(ROOT, "hparams", "dsn_wsj02mix_warmstart.yaml"), {"output_folder": str(tmp_path)})
     load_pretrained_separator(hp["modules"], folder, str(tmp_path / "collect"))
     masknet = hp["modules"]["masknet"]
     assert masknet.K == 250 and len(masknet.dual_mdl[0].intra_mdl.mdl.layers) == 8
-    assert torch.equal(masknet.state_dict()["dual_mdl.1.inter_mdl.mdl.layers.7.pos_ffn.ffn.3.weight"],
-                       stock["masknet"].state_dict()["dual_mdl.1.inter_mdl.mdl.layers.7.pos_ffn.ffn.3.weight"])
+    assert torch.equal(
+        masknet.state_dict()["dual_mdl.1.inter_mdl.mdl.layers.7.pos_ffn.ffn.3.weight"],
+        stock["masknet"].state_dict()["dual_mdl.1.inter_mdl.mdl.layers.7.pos_ffn.ffn.3.weight"],
+    )
     # the paper configuration (K = 50, 4 + 4 layers) does not fit that checkpoint
     paper = load_hparams(os.path.join(ROOT, "hparams", "dsn_3level.yaml"), {"output_folder": str(tmp_path)})
     with pytest.raises(ValueError, match="unexpected keys"):

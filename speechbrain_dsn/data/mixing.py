@@ -1,4 +1,4 @@
-"""Overlap-controlled two-speaker mixing with optional partial noise (paper Section IV-A).
+"""Overlap-controlled mixing of N speakers with optional partial noise (paper Section IV-A).
 
 The paper builds partially overlapping mixtures "by temporally offsetting the
 start time of one speaker's signal relative to that of the other", with the
@@ -18,20 +18,31 @@ Conventions used here:
   so "both active" is the intersection of the two intervals.
 * Source 2 starts later: its speech overlaps the tail of source 1's speech.
   With overlap 1.0 the shorter speech interval lies inside the longer one.
+* **N sources** (WSJ0-3mix, Libri3Mix): the sources form a chain, placed in
+  order; source k + 1 overlaps the tail of source k's speech by the target
+  ratio of the shorter of the two, exactly as source 2 does source 1. The
+  overlap of the mixture is the mean of these N - 1 consecutive ratios (for two
+  sources the paper's ratio; for one source, speech enhancement, 0). The
+  chain spans ``L_1 + sum_k (L_k - overlap * min(L_{k-1}, L_k))`` samples of
+  speech (:func:`~speechbrain_dsn.data.onthefly.speech_span`); every source
+  starts and ends no earlier than the one before it.
 * Gains follow WSJ0-2mix: each source is normalised by its active-speech RMS,
-  then the signal-to-interference ratio (s1 over s2) is drawn from
-  ``SIR_RANGE_DB`` = [0, 5] dB.
+  then each other source is set ``SIR_RANGE_DB`` = [0, 5] dB (drawn per
+  source) below source 1, and the levels are centred on their mean (for two
+  sources: s1 at +SIR/2, s2 at -SIR/2 dB). ``Mixture.sir_db`` is the realised
+  SIR of source 1 over the mean power of the others.
 * Noise is placed as one segment of ``round(activity * len(mix))`` samples at
   a uniformly random position (zero elsewhere, 10 ms raised-cosine edges), at a
   signal-to-noise ratio drawn from ``SNR_RANGE_DB`` = [-6, 3] dB, measured
   between the speech mixture over its active region and the noise over its
   active segment (the WHAM! range, there relative to the louder speaker).
 * Finally everything is scaled by one factor so that no signal peaks above
-  ``max_amplitude``; the sources are scaled too, so ``mix == s1 + s2 + noise``.
+  ``max_amplitude``; the sources are scaled too, so ``mix == sum(sources) + noise``.
 """
 
+import re
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -43,25 +54,40 @@ SPEECH_LEVEL = 10 ** (-25 / 20)  # active RMS of a normalised source (-25 dBFS)
 NOISE_RAMP_S = 0.01
 
 Bounds = Tuple[int, int]
+_SOURCE_ATTRIBUTE = re.compile(r"s(\d+)(_bounds|_active)?")
 
 
 @dataclass
 class Mixture:
-    """A placed two-speaker mixture; every signal has the mixture's length ``[time]``."""
+    """A placed mixture of N sources; every signal has the mixture's length ``[time]``.
+
+    ``m.s1``, ``m.s2_bounds``, ``m.s3_active``... name the entries of
+    ``sources``, ``bounds`` and ``active`` (1-based, as in the CSV columns).
+    """
 
     mix: np.ndarray
-    s1: np.ndarray
-    s2: np.ndarray
+    sources: List[np.ndarray]
     noise: Optional[np.ndarray]  # None when no noise was added
-    overlap: float  # realised overlap ratio
+    overlap: float  # realised overlap ratio (mean over consecutive sources; 0 for one source)
     target_overlap: float
-    s1_bounds: Bounds  # speech boundaries of the placed s1, in mixture samples
-    s2_bounds: Bounds
-    sir_db: float  # realised active-speech SIR of s1 over s2
+    bounds: List[Bounds]  # speech boundaries of each placed source, in mixture samples
+    sir_db: Optional[float]  # realised SIR of s1 over the mean power of the others (None: one source)
     noise_activity: float = 0.0  # realised fraction of the mixture holding noise
     snr_db: Optional[float] = None
-    s1_active: Optional[np.ndarray] = None  # placed per-sample VAD labels, when given
-    s2_active: Optional[np.ndarray] = None
+    active: Optional[List[np.ndarray]] = None  # placed per-sample VAD labels, when given
+
+    def __getattr__(self, name):
+        match = _SOURCE_ATTRIBUTE.fullmatch(name)
+        if match is None:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        index, kind = int(match.group(1)) - 1, match.group(2)
+        values = {None: "sources", "_bounds": "bounds", "_active": "active"}[kind]
+        values = self.__dict__.get(values)
+        if values is None and kind == "_active":
+            return None
+        if values is None or not 0 <= index < len(values):
+            raise AttributeError(f"mixture of {len(self.__dict__.get('sources', []))} sources has no {name}")
+        return values[index]
 
 
 def active_rms(signal: np.ndarray, bounds: Bounds) -> float:
@@ -124,36 +150,6 @@ def overlap_offset(bounds1: Bounds, bounds2: Bounds, overlap: float) -> int:
     return int(bounds1[1] - overlap_len - bounds2[0])
 
 
-def crop_speech_lengths(len1: int, len2: int, overlap: float, crop: int) -> Tuple[int, int]:
-    """Speech lengths to keep of two utterances so that their mixture fits a crop.
-
-    Two utterances with ``len1`` and ``len2`` samples of speech, mixed at
-    ``overlap`` (of the shorter one), span ``len1 + len2 - overlap *
-    min(len1, len2)`` samples. When that exceeds ``crop``, a crop cut from
-    the mixture would lose a speaker or change the overlap. Instead, each
-    utterance is shortened to a window of the returned length, as equal as
-    the utterances allow, so that the mixture of the windows at the *same*
-    overlap spans at most ``crop`` samples.
-
-    Example
-    -------
-    >>> crop_speech_lengths(48000, 56000, 0.5, 32000)  # two long utterances: equal windows
-    (21333, 21333)
-    >>> crop_speech_lengths(72000, 16000, 0.25, 32000)  # a short one is kept whole
-    (20000, 16000)
-    >>> crop_speech_lengths(8000, 12000, 1.0, 32000)  # fits already
-    (8000, 12000)
-    """
-    if len1 + len2 - overlap * min(len1, len2) <= crop:
-        return len1, len2
-    equal = int(crop / (2.0 - overlap))
-    if len1 >= equal and len2 >= equal:
-        return equal, equal
-    if len1 < equal:
-        return len1, min(len2, int(crop - (1.0 - overlap) * len1))
-    return min(len1, int(crop - (1.0 - overlap) * len2)), len2
-
-
 def _place(signal: np.ndarray, start: int, length: int) -> np.ndarray:
     out = np.zeros(length, dtype=np.float64)
     out[start : start + len(signal)] = signal
@@ -170,41 +166,102 @@ def _noise_segment(
     return np.asarray(noise[start : start + length], dtype=np.float64)
 
 
-def mix_sources(
-    s1: np.ndarray,
-    s2: np.ndarray,
+def relative_levels_db(num: int, sir_db, rng: np.random.Generator) -> np.ndarray:
+    """Level of each normalised source in dB: the others ``sir_db`` below s1, centred on the mean.
+
+    ``sir_db`` (N - 1 values, or one float for two sources) is drawn from
+    ``SIR_RANGE_DB`` when None.
+
+    Example
+    -------
+    >>> relative_levels_db(2, 4.0, None), relative_levels_db(3, [3.0, 6.0], None)
+    (array([ 2., -2.]), array([ 3.,  0., -3.]))
+    """
+    if num == 1:
+        return np.zeros(1)
+    if sir_db is None:
+        sir_db = rng.uniform(*SIR_RANGE_DB, size=num - 1)
+    sir_db = np.atleast_1d(np.asarray(sir_db, dtype=np.float64))
+    if len(sir_db) != num - 1:
+        raise ValueError(f"expected {num - 1} SIRs (s1 over each other source), got {len(sir_db)}")
+    levels = np.concatenate([[0.0], -sir_db])
+    return levels - levels.mean()
+
+
+def _place_chain(bounds: Sequence[Bounds], lengths: Sequence[int], overlap: float) -> List[int]:
+    """Start of each source in the mixture: each overlaps the one before by ``overlap``."""
+    starts = [0]
+    for k in range(1, len(bounds)):
+        starts.append(starts[-1] + overlap_offset(bounds[k - 1], bounds[k], overlap))
+    shift = -min(starts)  # a long leading silence may put a source before the first one
+    return [start + shift for start in starts]
+
+
+def chain_overlap(bounds: Sequence[Bounds]) -> float:
+    """Mean overlap ratio of consecutive sources (0 for a single source).
+
+    Example
+    -------
+    >>> chain_overlap([(0, 100), (50, 250), (150, 250)]), chain_overlap([(0, 100)])
+    (0.75, 0.0)
+    """
+    ratios = [interval_overlap(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return float(np.mean(ratios)) if ratios else 0.0
+
+
+def speech_sir_db(signals: Sequence[np.ndarray], bounds: Sequence[Bounds]) -> Optional[float]:
+    """Active-speech SIR (dB) of the first source over the mean power of the others (None: one source).
+
+    Example
+    -------
+    >>> x = np.ones(10)
+    >>> round(speech_sir_db([2 * x, x], [(0, 10), (0, 10)]), 2), speech_sir_db([x], [(0, 10)])
+    (6.02, None)
+    """
+    if len(signals) < 2:
+        return None
+    rms = [max(active_rms(x, b), 1e-12) for x, b in zip(signals, bounds)]
+    others = np.sqrt(np.mean(np.square(rms[1:])))
+    return float(20 * np.log10(rms[0] / others))
+
+
+def mix_utterances(
+    sources: Sequence[np.ndarray],
     sample_rate: int,
     overlap: float,
-    bounds1: Optional[Bounds] = None,
-    bounds2: Optional[Bounds] = None,
-    sir_db: Optional[float] = None,
-    gains: Optional[Tuple[float, float]] = None,
+    bounds: Optional[Sequence[Optional[Bounds]]] = None,
+    sir_db: Optional[Union[float, Sequence[float]]] = None,
+    gains: Optional[Sequence[float]] = None,
     noise: Optional[np.ndarray] = None,
     noise_activity: float = 1.0,
     snr_db: Optional[float] = None,
     rng: Optional[np.random.Generator] = None,
     max_amplitude: float = 0.9,
     measure_overlap: bool = False,
-    labels: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+    labels: Optional[Sequence[np.ndarray]] = None,
 ) -> Mixture:
-    """Mix two utterances at a target overlap ratio, SIR and noise activity.
+    """Mix N utterances, chained at a target overlap ratio, with optional partial noise.
 
     Arguments
     ---------
-    s1, s2 : np.ndarray
-        Mono source utterances ``[time]`` at ``sample_rate``.
+    sources : sequence of np.ndarray
+        Mono source utterances ``[time]`` at ``sample_rate`` (one: speech
+        enhancement; give it ``noise``).
     sample_rate : int
         Sampling rate in Hz (used by the VAD and the noise ramps).
     overlap : float
-        Target overlap ratio in [0, 1] (see module docstring).
-    bounds1, bounds2 : tuple of int, optional
-        Speech boundaries of each source; computed with the VAD when omitted.
-    sir_db : float, optional
-        SIR of s1 over s2 after active-RMS normalisation; drawn from
-        ``SIR_RANGE_DB`` when omitted. Ignored when ``gains`` is given.
-    gains : tuple of float, optional
-        Raw linear gains for (s1, s2) instead of normalisation + SIR, e.g.
-        ``(1, 1)`` to keep the levels of a corpus such as WSJ0-2mix.
+        Target overlap ratio in [0, 1] of each source with the one before it
+        (see the module docstring); unused with one source.
+    bounds : sequence of tuple of int, optional
+        Speech boundaries of each source; computed with the VAD when omitted
+        (or ``None`` for a source).
+    sir_db : float or sequence of float, optional
+        Level of s1 over each other source (N - 1 values) after active-RMS
+        normalisation; drawn from ``SIR_RANGE_DB`` when omitted. Ignored when
+        ``gains`` is given.
+    gains : sequence of float, optional
+        Raw linear gains of the sources instead of normalisation + SIR, e.g.
+        all 1 to keep the levels of a corpus such as WSJ0-2mix.
     noise : np.ndarray, optional
         Noise recording ``[time]`` (any length); no noise when omitted.
     noise_activity : float
@@ -213,16 +270,16 @@ def mix_sources(
         SNR of the speech mixture over the noise; drawn from ``SNR_RANGE_DB``
         when omitted.
     rng : np.random.Generator, optional
-        Source of randomness (SIR, SNR, noise excerpt and position).
+        Source of randomness (SIRs, SNR, noise excerpt and position).
     max_amplitude : float
         Peak level that no output signal exceeds after the final scaling.
     measure_overlap : bool
         If True, re-measure the speech boundaries of the placed sources with
         the VAD (as done for the test sets); otherwise shift the input ones.
-    labels : tuple of np.ndarray, optional
-        Per-sample speech labels of (s1, s2) (see
+    labels : sequence of np.ndarray, optional
+        Per-sample speech labels of each source (see
         :class:`~speechbrain_dsn.data.vad.ActivityCache`), placed like the
-        sources into ``Mixture.s1_active`` / ``s2_active``.
+        sources into ``Mixture.active``.
 
     Returns
     -------
@@ -232,38 +289,41 @@ def mix_sources(
     Example
     -------
     >>> rng = np.random.default_rng(0)
-    >>> a, b = rng.standard_normal(800) * 0.1, rng.standard_normal(400) * 0.1
-    >>> m = mix_sources(a, b, 8000, 0.5, (0, 800), (0, 400), rng=rng)
-    >>> len(m.mix), m.s2_bounds, m.overlap
-    (1000, (600, 1000), 0.5)
-    >>> bool(np.array_equal(m.mix, m.s1 + m.s2)), 0.0 <= m.sir_db <= 5.0
-    (True, True)
+    >>> a, b, c = (rng.standard_normal(n) * 0.1 for n in (800, 400, 600))
+    >>> m = mix_utterances([a, b, c], 8000, 0.5, [(0, 800), (0, 400), (0, 600)], rng=rng)
+    >>> len(m.mix), m.bounds, m.overlap
+    (1400, [(0, 800), (600, 1000), (800, 1400)], 0.5)
+    >>> bool(np.array_equal(m.mix, m.sources[0] + m.sources[1] + m.sources[2]))
+    True
     """
     rng = np.random.default_rng() if rng is None else rng
-    s1 = np.asarray(s1, dtype=np.float64)
-    s2 = np.asarray(s2, dtype=np.float64)
-    if s1.ndim != 1 or s2.ndim != 1:
-        raise ValueError(f"expected 1-D sources, got {s1.shape} and {s2.shape}")
-    if bounds1 is None:
-        bounds1 = speech_boundaries(s1, sample_rate)
-    if bounds2 is None:
-        bounds2 = speech_boundaries(s2, sample_rate)
+    if len(sources) == 0:
+        raise ValueError("expected at least one source to mix, got none")
+    signals = [np.asarray(x, dtype=np.float64) for x in sources]
+    if any(x.ndim != 1 for x in signals):
+        raise ValueError(f"expected 1-D sources, got shapes {[x.shape for x in signals]}")
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"overlap must be in [0, 1], got {overlap}")
+    bounds = list(bounds) if bounds is not None else [None] * len(signals)
+    if len(bounds) != len(signals):
+        raise ValueError(f"got {len(bounds)} speech boundaries for {len(signals)} sources")
+    bounds = [b if b is not None else speech_boundaries(x, sample_rate) for x, b in zip(signals, bounds)]
 
-    # gains: WSJ0-2mix style active-RMS normalisation + SIR, or given raw gains
+    # gains: WSJ0-2mix style active-RMS normalisation + SIRs, or given raw gains
     if gains is None:
-        if sir_db is None:
-            sir_db = float(rng.uniform(*SIR_RANGE_DB))
-        norm1 = SPEECH_LEVEL / max(active_rms(s1, bounds1), 1e-8)
-        norm2 = SPEECH_LEVEL / max(active_rms(s2, bounds2), 1e-8)
-        gains = (norm1 * 10 ** (sir_db / 40), norm2 * 10 ** (-sir_db / 40))
-    s1, s2 = s1 * gains[0], s2 * gains[1]
+        levels = relative_levels_db(len(signals), sir_db, rng)
+        gains = [SPEECH_LEVEL / max(active_rms(x, b), 1e-8) * 10 ** (level / 20)
+                 for x, b, level in zip(signals, bounds, levels)]
+    if len(gains) != len(signals):
+        raise ValueError(f"got {len(gains)} gains for {len(signals)} sources")
+    signals = [x * g for x, g in zip(signals, gains)]
 
-    # placement: s2 starts `offset` samples after s1 (shift both if negative)
-    offset = overlap_offset(bounds1, bounds2, overlap)
-    start1, start2 = max(-offset, 0), max(offset, 0)
-    length = max(start1 + len(s1), start2 + len(s2))
-    p1, p2 = _place(s1, start1, length), _place(s2, start2, length)
-    speech = p1 + p2
+    # placement: a chain, each source overlapping the tail of the one before
+    starts = _place_chain(bounds, [len(x) for x in signals], overlap)
+    length = max(start + len(x) for start, x in zip(starts, signals))
+    placed = [_place(x, start, length) for x, start in zip(signals, starts)]
+    speech = np.sum(placed, axis=0)
+    shifted = [(b[0] + start, b[1] + start) for b, start in zip(bounds, starts)]
 
     # noise: one segment covering `noise_activity` of the mixture
     placed_noise, activity, snr = None, 0.0, None
@@ -281,50 +341,75 @@ def mix_sources(
                 segment[:ramp_len] *= ramp
                 segment[-ramp_len:] *= ramp[::-1]
             snr = float(rng.uniform(*SNR_RANGE_DB)) if snr_db is None else snr_db
-            union = (min(bounds1[0] + start1, bounds2[0] + start2),
-                     max(bounds1[1] + start1, bounds2[1] + start2))
+            union = (min(b[0] for b in shifted), max(b[1] for b in shifted))
             noise_rms = max(active_rms(segment, (0, seg_len)), 1e-8)
             segment *= active_rms(speech, union) / noise_rms * 10 ** (-snr / 20)
             pos = int(rng.integers(0, length - seg_len + 1))
             placed_noise[pos : pos + seg_len] = segment
             activity = seg_len / length
 
-    # one common scale so that nothing clips and mix == s1 + s2 + noise holds
-    signals = [p1, p2] + ([placed_noise] if placed_noise is not None else [])
-    total = np.sum(signals, axis=0)
-    peak = max(float(np.max(np.abs(x))) if len(x) else 0.0 for x in signals + [total])
+    # one common scale so that nothing clips and mix == sum(sources) + noise holds
+    everything = placed + ([placed_noise] if placed_noise is not None else [])
+    total = np.sum(everything, axis=0)
+    peak = max(float(np.max(np.abs(x))) if len(x) else 0.0 for x in everything + [total])
     scale = max_amplitude / peak if peak > max_amplitude else 1.0
     # mix is summed from the float32 sources, so the identity holds bit-exactly
-    p1, p2 = (p1 * scale).astype(np.float32), (p2 * scale).astype(np.float32)
-    mix = p1 + p2
+    placed = [(x * scale).astype(np.float32) for x in placed]
+    mix = placed[0].copy()
+    for x in placed[1:]:
+        mix = mix + x
     if placed_noise is not None:
         placed_noise = (placed_noise * scale).astype(np.float32)
         mix = mix + placed_noise
 
     if measure_overlap:
-        b1 = speech_boundaries(p1, sample_rate)
-        b2 = speech_boundaries(p2, sample_rate)
-    else:
-        b1 = (bounds1[0] + start1, bounds1[1] + start1)
-        b2 = (bounds2[0] + start2, bounds2[1] + start2)
-    rms1, rms2 = active_rms(p1, b1), active_rms(p2, b2)
-    sir = 20 * np.log10(max(rms1, 1e-12) / max(rms2, 1e-12))
-    placed_activity = [None, None]
+        shifted = [speech_boundaries(x, sample_rate) for x in placed]
+    shifted = [(int(b[0]), int(b[1])) for b in shifted]
+    active = None
     if labels is not None:
-        for k, (source_labels, start) in enumerate(zip(labels, (start1, start2))):
-            placed_activity[k] = _place(np.asarray(source_labels, dtype=bool), start, length).astype(bool)
+        active = [_place(np.asarray(lab, dtype=bool), start, length).astype(bool)
+                  for lab, start in zip(labels, starts)]
     return Mixture(
-        s1_active=placed_activity[0],
-        s2_active=placed_activity[1],
         mix=mix,
-        s1=p1,
-        s2=p2,
+        sources=placed,
         noise=placed_noise,
-        overlap=interval_overlap(b1, b2),
+        overlap=chain_overlap(shifted),
         target_overlap=float(overlap),
-        s1_bounds=(int(b1[0]), int(b1[1])),
-        s2_bounds=(int(b2[0]), int(b2[1])),
-        sir_db=float(sir),
+        bounds=shifted,
+        sir_db=speech_sir_db(placed, shifted),
         noise_activity=activity,
         snr_db=snr,
+        active=active,
     )
+
+
+def mix_sources(
+    s1: np.ndarray,
+    s2: np.ndarray,
+    sample_rate: int,
+    overlap: float,
+    bounds1: Optional[Bounds] = None,
+    bounds2: Optional[Bounds] = None,
+    sir_db: Optional[float] = None,
+    gains: Optional[Tuple[float, float]] = None,
+    labels: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+    **options,
+) -> Mixture:
+    """Mix two utterances at a target overlap ratio, SIR and noise activity.
+
+    The two-source form of :func:`mix_utterances` (same keyword options:
+    ``noise``, ``noise_activity``, ``snr_db``, ``rng``, ``max_amplitude``,
+    ``measure_overlap``); ``sir_db`` is the SIR of s1 over s2.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = rng.standard_normal(800) * 0.1, rng.standard_normal(400) * 0.1
+    >>> m = mix_sources(a, b, 8000, 0.5, (0, 800), (0, 400), rng=rng)
+    >>> len(m.mix), m.s2_bounds, m.overlap
+    (1000, (600, 1000), 0.5)
+    >>> bool(np.array_equal(m.mix, m.s1 + m.s2)), 0.0 <= m.sir_db <= 5.0
+    (True, True)
+    """
+    return mix_utterances([s1, s2], sample_rate, overlap, [bounds1, bounds2], sir_db=sir_db, gains=gains,
+                          labels=labels, **options)

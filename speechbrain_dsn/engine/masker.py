@@ -38,6 +38,11 @@ def segment(y: torch.Tensor, K: int) -> torch.Tensor:
     # [B, P + T + gap + P, F]
     padded = F.pad(y, (0, 0, P, gap + P))
     n = (padded.shape[1] - P) // K
+    if torch.jit.is_tracing():
+        # exporters: no writes into slices
+        first = padded[:, :-P].reshape(B, n, K, Fc).transpose(1, 2)
+        second = padded[:, P:].reshape(B, n, K, Fc).transpose(1, 2)
+        return torch.stack([first, second], 3).reshape(B, K, 2 * n, Fc)
     out = y.new_empty(B, K, n, 2, Fc)
     out[:, :, :, 0] = padded[:, :-P].view(B, n, K, Fc).transpose(1, 2)
     out[:, :, :, 1] = padded[:, P:].view(B, n, K, Fc).transpose(1, 2)
@@ -54,6 +59,11 @@ def overlap_add(y: torch.Tensor, T: int) -> torch.Tensor:
     P, n = K // 2, S // 2
     # [B, n, 2, K, F]
     chunks = y.view(B, K, n, 2, Fc).permute(0, 2, 3, 1, 4)
+    if torch.jit.is_tracing():
+        # exporters: no writes into slices; padded position t + P holds frame t
+        first = chunks[:, :, 0].reshape(B, n * K, Fc)
+        second = chunks[:, :, 1].reshape(B, n * K, Fc)
+        return first[:, P : P + T] + second[:, :T]
     flat = chunks[:, :, 0].contiguous().view(B, n * K, Fc)
     flat[:, P : P + (n - 1) * K].view(B, n - 1, K, Fc).add_(chunks[:, : n - 1, 1])
     flat[:, P + (n - 1) * K :].add_(chunks[:, n - 1, 1, : K - P])
@@ -87,8 +97,7 @@ def _routes(masker, level):
     seg = chunk_track(level[:, None].to(torch.float32), masker.K)[:, 0].round().long()
     B, C, S = seg.shape
     K = len(masker.levels)
-    return (Route.from_levels(seg.transpose(1, 2).reshape(B * S, C), K),
-            Route.from_levels(seg.reshape(B * C, S), K))
+    return (Route.from_levels(seg.transpose(1, 2).reshape(B * S, C), K), Route.from_levels(seg.reshape(B * C, S), K))
 
 
 def _dual_block(block, x, intra_route, inter_route):
@@ -102,8 +111,12 @@ def _dual_block(block, x, intra_route, inter_route):
     intra_rows = intra
     # [B, C, S, N]
     intra = intra.view(B, S, C, N).transpose(1, 2)
-    out = torch.empty_like(x)
-    intra = _norm_into(block.intra_norm, intra, out, intra_rows) if block.norm is not None else out.copy_(intra)
+    # the output buffer of the norm (exporters: none, the norm returns a new tensor)
+    out = None if torch.jit.is_tracing() else torch.empty_like(x)
+    if block.norm is not None:
+        intra = _norm_into(block.intra_norm, intra, out, intra_rows)
+    else:
+        intra = intra.contiguous() if out is None else out.copy_(intra)
     if block.skip_around_intra:
         intra.add_(x)
     # [B*C, S, N]: a view
@@ -112,7 +125,7 @@ def _dual_block(block, x, intra_route, inter_route):
         inter = block.inter_linear(inter)
     inter = inter.view(B, C, S, N)
     if block.norm is not None:
-        inter = _norm_into(block.inter_norm, inter, torch.empty_like(x), inter)
+        inter = _norm_into(block.inter_norm, inter, None if out is None else torch.empty_like(x), inter)
     return inter.add_(intra)
 
 
@@ -120,11 +133,13 @@ def _norm_into(norm, x, out, same_values):
     """A ``Dual_Path_Model`` norm (over [B, F, C, S]) of ``x`` kept as [B, C, S, F], written to ``out``.
 
     ``same_values`` is a contiguous tensor with the values of ``x`` (in any
-    order within each batch element) for the statistics.
+    order within each batch element) for the statistics.  With ``out=None``
+    the result is a new tensor.
     """
     if not (isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == 1 and norm.affine):
         # other norms ("gln", "cln", "bn"): run them in their own layout
-        return out.copy_(norm(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        normed = norm(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return normed.contiguous() if out is None else out.copy_(normed)
     B, Fc = x.shape[0], x.shape[-1]
     # [B, 1, n]: a float32 sum and a BLAS dot product are fast (var_mean runs
     # single-threaded here); E[x^2] - E[x]^2 is formed in float64
@@ -137,6 +152,8 @@ def _norm_into(norm, x, out, same_values):
     scale = norm.weight[None, :] * torch.rsqrt(var + norm.eps)[:, None]
     shift = norm.bias[None, :] - mean[:, None] * scale
     view = (B,) + (1,) * (x.dim() - 2) + (Fc,)
+    if out is None:
+        return torch.addcmul(shift.view(view), x, scale.view(view))
     if torch.is_grad_enabled():
         # out= is not differentiable; copy_ is, at the cost of a pass
         return out.copy_(torch.addcmul(shift.view(view), x, scale.view(view)))

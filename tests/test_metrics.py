@@ -1,4 +1,4 @@
-"""Tests for speechbrain_dsn.evaluation."""
+"""Tests for speechbrain_dsn.metrics, speechbrain_dsn.segment_types and the CSV helpers of speechbrain_dsn.reports."""
 
 import csv
 import math
@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_dsn.evaluation import (
+from speechbrain_dsn.metrics import sdr_improvement, si_sdr_improvement
+from speechbrain_dsn.reports import summarize, write_csv
+from speechbrain_dsn.segment_types import (
     SEGMENT_TYPES,
     frame_segment_types,
-    sdr_improvement,
     segment_stats,
-    si_sdr_improvement,
-    summarize,
+    segment_type_names,
     utilization_share,
-    write_csv,
 )
+
 
 def _masks():
     # 8 kHz, 1 s: speaker 1 in [0.1, 0.6) s, speaker 2 in [0.4, 0.9) s.
@@ -34,7 +34,7 @@ def test_frame_segment_types_centre(as_tensor):
     s1, s2 = _masks()
     if as_tensor:
         s1, s2 = torch.from_numpy(s1), torch.from_numpy(s2)
-    types = frame_segment_types(s1, s2, num_frames=999)
+    types = frame_segment_types([s1, s2], num_frames=999)
     assert isinstance(types, torch.Tensor if as_tensor else np.ndarray)
     types = np.asarray(types)
     centres = np.arange(999) * 8 + 8
@@ -51,22 +51,61 @@ def test_frame_segment_types_majority_on_segments():
     s1, s2 = _masks()
     # 96 ms segments with 50 % overlap; segment 8 = [3072, 3840) has speaker 2
     # on 640 of 768 samples (overlap); segment 7 = [2688, 3456) only 256.
-    types = frame_segment_types(s1, s2, 19, frame_hop=384, frame_length=768,
-                                rule="majority")
+    types = frame_segment_types([s1, s2], 19, frame_hop=384, frame_length=768, rule="majority")
     assert types[8] == 2 and types[7] == 1
     assert types[0] == 0  # [0, 768): no speaker
     with pytest.raises(ValueError, match="rule"):
-        frame_segment_types(s1, s2, 19, rule="mean")
+        frame_segment_types([s1, s2], 19, rule="mean")
 
 
 def test_frame_segment_types_rejects_mismatched_masks():
     with pytest.raises(ValueError, match=r"\[time\]"):
-        frame_segment_types(np.ones(10, bool), np.ones(12, bool), 1)
+        frame_segment_types([np.ones(10, bool), np.ones(12, bool)], 1)
 
 
 def test_frames_past_the_masks_are_silence():
-    types = frame_segment_types(np.ones(40, bool), np.ones(40, bool), 10)
+    types = frame_segment_types([np.ones(40, bool), np.ones(40, bool)], 10)
     assert list(types) == [2, 2, 2, 2, 0, 0, 0, 0, 0, 0]
+
+
+def test_segment_types_of_three_sources():
+    s1, s2 = _masks()
+    s3 = np.zeros(8000, dtype=bool)
+    s3[4000:6000] = True  # two, then three speakers at once: both are overlap
+    types = np.asarray(frame_segment_types([s1, s2, s3], num_frames=999))
+    centres = np.arange(999) * 8 + 8
+    active = sum(m[centres].astype(int) for m in (s1, s2, s3))
+    assert np.array_equal(types, np.minimum(active, 2))
+    assert set(np.unique(types)) == {0, 1, 2} and (active == 3).any()
+    assert segment_type_names(3) == SEGMENT_TYPES == ("silence", "single", "overlap")
+
+
+def test_segment_types_of_one_source_have_no_overlap():
+    s1, _ = _masks()
+    types = np.asarray(frame_segment_types([s1], num_frames=999))
+    assert set(np.unique(types)) == {0, 1}
+    names = segment_type_names(1)
+    assert names == ("silence", "single")
+    share = utilization_share(np.full(999, 0.5), types, (0.5, 1.0), names=names)
+    assert list(share) == list(names)
+    assert list(segment_stats(np.zeros(999), types, names=names)) == list(names)
+    with pytest.raises(ValueError, match="num_spks"):
+        segment_type_names(0)
+    with pytest.raises(ValueError, match="at least one"):
+        frame_segment_types([], num_frames=3)
+
+
+@pytest.mark.parametrize("num_spks", [1, 3])
+def test_si_sdr_improvement_of_n_sources_undoes_the_permutation(num_spks):
+    targets = torch.randn(4000, num_spks)
+    mixture = targets.sum(-1)
+    perm = list(reversed(range(num_spks)))
+    estimates = targets[:, perm] + 0.01 * torch.randn(4000, num_spks)
+    out = si_sdr_improvement(estimates, targets, mixture)
+    assert torch.equal(out["estimates_reordered"], estimates[:, perm])
+    assert out["si_sdr_per_source"].shape == (num_spks,) and (out["si_sdr_per_source"] > 30).all()
+    sdr = sdr_improvement(out["estimates_reordered"], targets, mixture)
+    assert sdr["sdr_per_source"].shape == (num_spks,) and (sdr["sdr_per_source"] > 30).all()
 
 
 # ------------------------------------------------------ utilization share
@@ -115,8 +154,7 @@ def test_si_sdr_improvement_matches_manual_computation():
 
 def test_si_sdr_improvement_rejects_bad_mixture():
     with pytest.raises(ValueError, match="mixture"):
-        si_sdr_improvement(torch.randn(1, 100, 2), torch.randn(1, 100, 2),
-                           torch.randn(1, 99))
+        si_sdr_improvement(torch.randn(1, 100, 2), torch.randn(1, 100, 2), torch.randn(1, 99))
 
 
 # -------------------------------------------------------- segment stats
@@ -145,7 +183,10 @@ def test_sdr_improvement_matches_fast_bss_eval_directly():
     assert out["sdr"].item() > 20  # a clean estimate: high SDR
     # SDR allows a 512-tap distortion filter: a filtered estimate keeps a high SDR, SI-SDR does not
     filtered = 0.5 * (targets + torch.roll(targets, 3, 0))
-    assert sdr_improvement(filtered, targets, mixture)["sdr"] > si_sdr_improvement(filtered, targets, mixture)["si_sdr"] + 10
+    assert (
+        sdr_improvement(filtered, targets, mixture)["sdr"]
+        > si_sdr_improvement(filtered, targets, mixture)["si_sdr"] + 10
+    )
 
 
 def test_sdr_improvement_of_the_mixture_is_zero_and_permutation_is_undone():
@@ -188,7 +229,11 @@ def test_segment_stats():
     types = torch.tensor([2, 2, 2, 2, 1, 0])
     stats = segment_stats(values, types)
     assert stats["overlap"] == {
-        "mean": 2.5, "median": 2.5, "q1": 1.75, "q3": 3.25, "count": 4,
+        "mean": 2.5,
+        "median": 2.5,
+        "q1": 1.75,
+        "q3": 3.25,
+        "count": 4,
     }
     assert stats["single"]["count"] == 1 and stats["single"]["mean"] == 10.0
     assert stats["silence"]["median"] == -5.0
@@ -198,21 +243,19 @@ def test_segment_stats():
 
 # -------------------------------------------------------- summarize / CSV
 ROWS = [
-    {"id": "a", "condition": "ov100", "gating": "internal", "si_sdri": 18.0,
-     "avg_utilization": 0.6, "gmacs": 16.0},
-    {"id": "b", "condition": "ov25", "gating": "internal", "si_sdri": 21.0,
-     "avg_utilization": 0.3, "gmacs": 8.0},
-    {"id": "c", "condition": "ov100", "gating": "internal", "si_sdri": 20.0,
-     "avg_utilization": 0.8, "gmacs": None},
-    {"id": "d", "condition": "ov100", "gating": "U=0.125", "si_sdri": 15.0,
-     "avg_utilization": 0.125, "gmacs": 5.8},
+    {"id": "a", "condition": "ov100", "gating": "internal", "si_sdri": 18.0, "avg_utilization": 0.6, "gmacs": 16.0},
+    {"id": "b", "condition": "ov25", "gating": "internal", "si_sdri": 21.0, "avg_utilization": 0.3, "gmacs": 8.0},
+    {"id": "c", "condition": "ov100", "gating": "internal", "si_sdri": 20.0, "avg_utilization": 0.8, "gmacs": None},
+    {"id": "d", "condition": "ov100", "gating": "U=0.125", "si_sdri": 15.0, "avg_utilization": 0.125, "gmacs": 5.8},
 ]
 
 
 def test_summarize_means_per_group():
     summary = summarize(ROWS)
     assert [(r["condition"], r["gating"]) for r in summary] == [
-        ("ov100", "internal"), ("ov25", "internal"), ("ov100", "U=0.125"),
+        ("ov100", "internal"),
+        ("ov25", "internal"),
+        ("ov100", "U=0.125"),
     ]
     first = summary[0]
     assert first["count"] == 2

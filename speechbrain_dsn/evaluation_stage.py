@@ -1,28 +1,36 @@
-"""Test stage of the recipe: the paper's evaluations (Section V).
+"""Test stage of the recipe: runs the test sets for the paper's evaluations (Section V).
+
+This module owns the loop over test conditions, utterances and gating modes;
+the metrics are :mod:`speechbrain_dsn.metrics` and
+:mod:`speechbrain_dsn.segment_types`, the files :mod:`speechbrain_dsn.reports`.
 
 For every test condition (overlap ratio, noise activity, and ``official``,
-the released test set of WSJ0-2mix / WHAM! / Libri2Mix) and every gating
+the released test set of the corpus) and every gating
 mode (internal gating, and external gating at each level, Table II) it
 measures per utterance the SI-SDRi, the BSS-eval SDRi (as published SepFormer
 results report; same source assignment as the SI-SDRi), the average
 utilization and the effective GMAC/s, and per segment type (silence / one
 speaker / overlap, from webrtcvad labels of the references) the share of each
-level (Figs. 9, 15) and the segSI-SDR (Figs. 11, 16).  It writes, under ``output_folder``:
+level (Figs. 9, 15) and the segSI-SDR (Figs. 11, 16).  Mixtures have
+``num_spks`` sources (hparams key): one source (speech enhancement) has no
+overlap segments.  It writes, under ``output_folder``:
 
-* ``test_results.csv`` (per utterance; ``sdr``/``sdri`` are empty when no
+* ``test_results.csv`` (per utterance, with ``si_sdri_s1`` ...
+  ``si_sdri_s{num_spks}`` per source; ``sdr``/``sdri`` are empty when no
   reference has speech) and ``test_summary.csv`` (per condition x gating
   mode, plus the mean over the overlap/noise conditions as ``all``, which
   leaves ``official`` out: it is another test set, reported on its own);
 * ``utilization_by_segment.csv`` and ``segsdr_by_segment.csv``;
 * ``plots/utilization_<condition>_<id>.png`` (Figs. 6, 8) and
   ``plots/tradeoff.png`` (Fig. 10);
-* ``audio_results/<condition>/<gating>/`` separated audio (``save_audio``).
+* ``audio_results/<condition>/<gating>/`` separated audio (``save_audio``):
+  ``<ID>_source{j}hat.wav`` for each of the ``num_spks`` estimates.
 """
 
 import logging
-from typing import Optional
 import os
 from collections import defaultdict
+from typing import Optional
 
 import numpy as np
 import speechbrain as sb
@@ -31,17 +39,15 @@ from speechbrain.dataio.dataio import write_audio
 
 from .complexity import gating_gmacs, gmacs_per_second, track_gmacs
 from .data.vad import speech_activity
-from .evaluation import (SEGMENT_TYPES, frame_segment_types, sdr_improvement, segment_stats, si_sdr_improvement,
-                         summarize, write_csv)
+from .metrics import sdr_improvement, si_sdr_improvement
+from .plotting import plot_utilization
+from .reports import write_reports
+from .segment_types import SEGMENT_TYPES, frame_segment_types, segment_type_names
 from .segmental import segment_activity, segmental_si_sdr
-from .plotting import plot_tradeoff, plot_utilization
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate_test_sets", "gating_modes"]
-
-OFFICIAL = "official"  # the released test set (speechbrain_dsn.data.prepare), kept out of `all`
-SUMMARY_METRICS = ("si_sdri", "sdri", "avg_utilization", "gmacs")
 
 
 def _finite(value):
@@ -73,24 +79,36 @@ def _level_costs(brain, seconds):
     return costs, gating
 
 
-def _segment_types(batch, num_frames, hp):
-    """Frame types, 96 ms segment types and per-segment source activity [S, 2].
+def _references(batch, num_spks: int) -> torch.Tensor:
+    """The batch's ``num_spks`` reference sources of its first utterance, [T, C]."""
+    missing = [f"s{i}_sig" for i in range(1, num_spks + 1) if not hasattr(batch, f"s{i}_sig")]
+    if missing:
+        raise ValueError(
+            f"the test batch has no {', '.join(missing)}, but num_spks is {num_spks}; "
+            f"prepare the test sets with num_spks: {num_spks}"
+        )
+    return torch.stack([getattr(batch, f"s{i}_sig")[0][0] for i in range(1, num_spks + 1)], -1)
 
-    From the per-sample webrtcvad labels of the references: the batch's
-    ``s1_vad``/``s2_vad`` (cached per source file) when it has them, else
-    webrtcvad run on the references; segments use the rule of the training
-    loss (:func:`~speechbrain_dsn.segmental.segment_activity`)."""
-    num_spks = 2
+
+def _segment_types(batch, num_frames, hp):
+    """Frame types, 96 ms segment types and per-segment source activity [S, C].
+
+    From the per-sample webrtcvad labels of the ``hp.num_spks`` references:
+    the batch's ``s1_vad`` ... (cached per source file) when it has them,
+    else webrtcvad run on the references; segments use the rule of the
+    training loss (:func:`~speechbrain_dsn.segmental.segment_activity`).
+    Two or more active sources are overlap (type 2)."""
+    num_spks = hp.num_spks
+    refs = _references(batch, num_spks)
     if hasattr(batch, "s1_vad"):
-        active = [getattr(batch, f"s{i + 1}_vad")[0][0].cpu().numpy() > 0.5 for i in range(num_spks)]
+        active = [getattr(batch, f"s{i}_vad")[0][0].cpu().numpy() > 0.5 for i in range(1, num_spks + 1)]
     else:
-        refs = [getattr(batch, f"s{i + 1}_sig")[0][0].cpu().numpy() for i in range(num_spks)]
-        active = [speech_activity(r, hp.sample_rate) for r in refs]
-    frames = frame_segment_types(*active, num_frames, hp.kernel_stride, hp.kernel_size)
-    # [1, T, 2] -> [S, 2]
+        active = [speech_activity(refs[:, i].cpu().numpy(), hp.sample_rate) for i in range(num_spks)]
+    frames = frame_segment_types(active, num_frames, hp.kernel_stride, hp.kernel_size)
+    # [1, T, C] -> [S, C]
     labels = torch.from_numpy(np.stack(active, -1)[None].astype(np.float32))
-    seg_active = segment_activity(labels, hp.sample_rate, getattr(hp, "segment_ms", 96.0))[0].numpy()
-    seg_types = seg_active.sum(-1)
+    seg_active = segment_activity(labels, hp.sample_rate, hp.segment_ms)[0].numpy()
+    seg_types = np.minimum(seg_active.sum(-1), len(SEGMENT_TYPES) - 1)
     return np.asarray(frames), seg_types, seg_active
 
 
@@ -102,7 +120,8 @@ def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: Opti
     brain : DSNBrain
         A trained (or being trained) brain; its best checkpoint is loaded.
     test_sets : dict
-        Condition name to dataset (items with ``mix_sig``, ``s1_sig``, ``s2_sig``).
+        Condition name to dataset (items with ``mix_sig``, ``s1_sig`` ...
+        ``s{num_spks}_sig``).
     output_folder : str
         Where the CSVs, plots and audio go.
     min_key : str, optional
@@ -117,8 +136,9 @@ def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: Opti
     hp = brain.hparams
     brain.on_evaluate_start(min_key=min_key)
     brain.modules.eval()
-    costs, gating_cost = _level_costs(brain, getattr(hp, "gmacs_seconds", 4.0))
+    costs, gating_cost = _level_costs(brain, hp.gmacs_seconds)
     modes = gating_modes(brain.levels)
+    segment_names = segment_type_names(hp.num_spks)
     rows, share_counts, seg_scores = [], defaultdict(lambda: np.zeros(len(brain.levels))), defaultdict(list)
     plots = os.path.join(output_folder, "plots")
     for condition, dataset in test_sets.items():
@@ -128,7 +148,8 @@ def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: Opti
                 break
             batch = batch.to(brain.device)
             mix = batch.mix_sig[0]
-            targets = torch.stack([batch.s1_sig[0], batch.s2_sig[0]], -1)
+            # [1, T, C]
+            targets = _references(batch, hp.num_spks)[None]
             # encoder frames of the (unpadded) Conv1d encoder
             num_frames = (mix.shape[-1] - hp.kernel_size) // hp.kernel_stride + 1
             frame_types, seg_types, seg_active = _segment_types(batch, num_frames, hp)
@@ -141,14 +162,29 @@ def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: Opti
                 sdr = sdr_improvement(metrics["estimates_reordered"], targets, mix, mixture_sdr=mixture_sdr)
                 mixture_sdr = sdr["mixture_sdr_per_source"]
                 gmacs = track_gmacs(costs, used) + (gating_cost if mode == "internal" else 0.0)
-                rows.append(dict(condition=condition, gating=mode, ID=batch.id[0],
-                                 overlap=float(batch.overlap[0]) if hasattr(batch, "overlap") else None,
-                                 si_sdr=float(metrics["si_sdr"].mean()), si_sdri=float(metrics["si_sdri"].mean()),
-                                 sdr=_finite(sdr["sdr"].mean()), sdri=_finite(sdr["sdri"].mean()),
-                                 avg_utilization=float(used.mean()), gmacs=gmacs))
+                rows.append(
+                    dict(
+                        condition=condition,
+                        gating=mode,
+                        ID=batch.id[0],
+                        overlap=float(batch.overlap[0]) if hasattr(batch, "overlap") else None,
+                        si_sdr=float(metrics["si_sdr"].mean()),
+                        si_sdri=float(metrics["si_sdri"].mean()),
+                        sdr=_finite(sdr["sdr"].mean()),
+                        sdri=_finite(sdr["sdri"].mean()),
+                        avg_utilization=float(used.mean()),
+                        gmacs=gmacs,
+                        **{
+                            f"si_sdri_s{j + 1}": float(value)
+                            for j, value in enumerate(metrics["si_sdri_per_source"][0])
+                        },
+                    )
+                )
                 index = (used[:, None] - torch.tensor(brain.levels)).abs().argmin(-1).numpy()
-                for t, name in enumerate(SEGMENT_TYPES):
-                    share_counts[(condition, mode, name)] += np.bincount(index[frame_types == t], minlength=len(brain.levels))
+                for t, name in enumerate(segment_names):
+                    share_counts[(condition, mode, name)] += np.bincount(
+                        index[frame_types == t], minlength=len(brain.levels)
+                    )
                 seg = segmental_si_sdr(metrics["estimates_reordered"], targets, hp.sample_rate)[0].cpu().numpy()
                 n = min(len(seg), len(seg_types))
                 # segSI-SDR_t: mean over the active sources (Section III-G);
@@ -157,15 +193,27 @@ def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: Opti
                 speech = weights.sum(-1) > 0
                 scores = (seg[:n] * weights).sum(-1)[speech] / weights.sum(-1)[speech]
                 seg_scores[(condition, mode)].append((scores, seg_types[:n][speech]))
-                if getattr(hp, "save_audio", False) and i < getattr(hp, "n_audio_to_save", 3):
-                    _save_audio(os.path.join(output_folder, "audio_results", condition, mode), batch.id[0], mix, est,
-                                hp.sample_rate)
-                if i < getattr(hp, "n_plots", 3) and mode in ("internal", modes[0][0]):
-                    plot_utilization(mix[0].cpu(), used, hp.sample_rate, hp.kernel_stride,
-                                     os.path.join(plots, f"utilization_{condition}_{batch.id[0]}.png"),
-                                     brain.levels, segment_types=frame_types, title=f"{condition} / {batch.id[0]}")
+                if hp.save_audio and i < hp.n_audio_to_save:
+                    _save_audio(
+                        os.path.join(output_folder, "audio_results", condition, mode),
+                        batch.id[0],
+                        mix,
+                        est,
+                        hp.sample_rate,
+                    )
+                if i < hp.n_plots and mode in ("internal", modes[0][0]):
+                    plot_utilization(
+                        mix[0].cpu(),
+                        used,
+                        hp.sample_rate,
+                        hp.kernel_stride,
+                        os.path.join(plots, f"utilization_{condition}_{batch.id[0]}.png"),
+                        brain.levels,
+                        segment_types=frame_types,
+                        title=f"{condition} / {batch.id[0]}",
+                    )
         logger.info("evaluated condition %s (%d utterances)", condition, i + 1)
-    return _write_reports(rows, share_counts, seg_scores, brain.levels, output_folder)
+    return write_reports(rows, share_counts, seg_scores, brain.levels, output_folder, segment_names)
 
 
 def _save_audio(folder, uid, mix, est, sample_rate):
@@ -173,31 +221,6 @@ def _save_audio(folder, uid, mix, est, sample_rate):
     peak = est.abs().max().clamp_min(1e-8)
     for j in range(est.shape[-1]):
         write_audio(os.path.join(folder, f"{uid}_source{j + 1}hat.wav"), (est[0, :, j] / peak * 0.9).cpu(), sample_rate)
-    write_audio(os.path.join(folder, f"{uid}_mix.wav"), (mix[0] / mix.abs().max().clamp_min(1e-8) * 0.9).cpu(),
-                sample_rate)
-
-
-def _write_reports(rows, share_counts, seg_scores, levels, output_folder):
-    os.makedirs(output_folder, exist_ok=True)
-    write_csv(os.path.join(output_folder, "test_results.csv"), rows)
-    summary = summarize(rows, metrics=SUMMARY_METRICS)
-    conditions = [r for r in rows if r["condition"] != OFFICIAL]
-    summary += [dict(r, condition="all") for r in summarize(conditions, group_by=("gating",), metrics=SUMMARY_METRICS)]
-    write_csv(os.path.join(output_folder, "test_summary.csv"), summary,
-              columns=["condition", "gating", *SUMMARY_METRICS, "count"])
-    shares = []
-    for (condition, mode, name), counts in share_counts.items():
-        total = counts.sum()
-        for level, count in zip(levels, counts):
-            shares.append(dict(condition=condition, gating=mode, segment_type=name, utilization=level,
-                               share=count / total if total else float("nan"), frames=int(count)))
-    write_csv(os.path.join(output_folder, "utilization_by_segment.csv"), shares)
-    stats_rows = []
-    for (condition, mode), parts in seg_scores.items():
-        values = np.concatenate([p[0] for p in parts])
-        types = np.concatenate([p[1] for p in parts])
-        for name, stats in segment_stats(values, types).items():
-            stats_rows.append(dict(condition=condition, gating=mode, segment_type=name, **stats))
-    write_csv(os.path.join(output_folder, "segsdr_by_segment.csv"), stats_rows)
-    plot_tradeoff([r for r in summary if r["condition"] != "all"], os.path.join(output_folder, "plots", "tradeoff.png"))
-    return summary
+    write_audio(
+        os.path.join(folder, f"{uid}_mix.wav"), (mix[0] / mix.abs().max().clamp_min(1e-8) * 0.9).cpu(), sample_rate
+    )
