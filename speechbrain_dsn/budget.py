@@ -8,8 +8,9 @@ decides *how much*: frame t runs at
     k_t(lambda) = argmax_k  R_tk - lambda * u_k
 
 (R: the gate's logits [T, K], u_k the levels).  The average utilization is
-non-increasing in lambda, so bisection finds, per input, the lambda whose
-average is closest to the budget.  lambda = 0 is the model's own gating.
+non-increasing in lambda, so bisection finds, per input, the largest average
+that does not exceed the budget (frames that tie at that lambda are raised
+one by one, best first).  lambda = 0 is the model's own gating.
 
 Owns :func:`budget_levels` (logits -> level indices for a budget) and
 :class:`SeparationReport` (what each separation call reports).
@@ -49,7 +50,7 @@ def _mean_utilization(logits, values, shift):
 
 
 def budget_levels(logits: torch.Tensor, levels: Levels, budget: float, iterations: int = 50) -> torch.Tensor:
-    """Level indices [B, T] whose average utilization per item is closest to ``budget``.
+    """Level indices [B, T] whose average utilization per item is the largest one <= ``budget``.
 
     Arguments
     ---------
@@ -82,13 +83,27 @@ def budget_levels(logits: torch.Tensor, levels: Levels, budget: float, iteration
     # beyond +-span every frame picks the lowest / highest level
     gap = float((values[1:] - values[:-1]).min()) if len(values) > 1 else 1.0
     span = float(logits.max() - logits.min()) / gap + 1.0
-    lo, hi = torch.full((B,), -span, dtype=torch.float64), torch.full((B,), span, dtype=torch.float64)
+    lo = torch.full((B,), -span, dtype=torch.float64, device=logits.device)
+    hi = torch.full((B,), span, dtype=torch.float64, device=logits.device)
     # invariant: mean(lo) > budget >= mean(hi), or the budget lies outside the reachable range
     for _ in range(iterations):
         mid = (lo + hi) / 2
         above = _mean_utilization(logits, values, mid)[0] > budget
         lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
-    mean_lo, index_lo = _mean_utilization(logits, values, lo)
-    mean_hi, index_hi = _mean_utilization(logits, values, hi)
-    closer_lo = (mean_lo - budget).abs() < (mean_hi - budget).abs()
-    return torch.where(closer_lo[:, None], index_lo, index_hi)
+    # hi never overspends; the frames that flip between hi and lo (near-ties of the gate, e.g.
+    # identical silent frames) are raised one by one, best score first, while the budget allows
+    _, index = _mean_utilization(logits, values, hi)
+    index_lo = _mean_utilization(logits, values, lo)[1]
+    T = logits.shape[1]
+    for b in range(B):
+        flip = torch.nonzero(index_lo[b] != index[b]).squeeze(1)
+        if flip.numel() == 0:
+            continue
+        score = logits[b] - hi[b] * values
+        gain = score[flip, index_lo[b, flip]] - score[flip, index[b, flip]]
+        order = flip[torch.sort(gain, descending=True, stable=True).indices]
+        room = budget * T - float(values[index[b]].sum())
+        cost = torch.cumsum(values[index_lo[b, order]] - values[index[b, order]], 0)
+        take = int((cost <= room + 1e-9).sum())
+        index[b, order[:take]] = index_lo[b, order[:take]]
+    return index

@@ -14,6 +14,7 @@ atomically (a temporary file, then a rename).
 
 import argparse
 import os
+import shutil
 import sys
 
 import ruamel.yaml
@@ -113,7 +114,8 @@ def convert_folder(folder: str) -> bool:
         fout.write(text)
         fout.flush()
         os.fsync(fout.fileno())
-    os.replace(path, os.path.join(folder, "hyperparams.v1.yaml"))
+    # the old file is copied, then replaced in one rename: the folder always has a hyperparams.yaml
+    shutil.copy2(path, os.path.join(folder, "hyperparams.v1.yaml"))
     os.replace(tmp, path)
     return True
 

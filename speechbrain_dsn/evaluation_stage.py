@@ -180,7 +180,7 @@ def evaluate_test_sets(brain, test_sets: dict, output_folder: str, min_key: Opti
                         },
                     )
                 )
-                index = (used[:, None] - torch.tensor(brain.levels)).abs().argmin(-1).numpy()
+                index = brain.masknet.levels.index(used).numpy()
                 for t, name in enumerate(segment_names):
                     share_counts[(condition, mode, name)] += np.bincount(
                         index[frame_types == t], minlength=len(brain.levels)

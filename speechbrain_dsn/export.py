@@ -77,7 +77,10 @@ def export_onnx(model: DSNSepformer, utilization: float, path: str, samples: int
 
     The file appears only when onnxruntime loads it and agrees within 1e-3.
     """
-    import onnxruntime
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise RuntimeError('ONNX export needs onnx and onnxruntime: pip install "speechbrain-dsn[export]"') from err
 
     net = _Fixed(static_subnetwork(model, utilization).eval())
     mix = torch.randn(1, samples)
@@ -114,6 +117,8 @@ def export_torchscript(model: DSNSepformer, utilization: float, path: str, sampl
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(net, (mix,))
         diff = float((traced(mix) - net(mix)).abs().max())
+    if not diff < 1e-3:
+        raise RuntimeError(f"the traced module disagrees with eager PyTorch by {diff:.2e}; {path} not written")
     tmp = path + ".tmp"
     traced.save(tmp)
     os.replace(tmp, path)

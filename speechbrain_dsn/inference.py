@@ -199,7 +199,8 @@ class DSNSeparation(SepformerSeparation):
 
         A mixture with NaN or infinite samples, or shorter than the encoder's
         kernel, is a ``ValueError``, and so is a ``budget`` outside (0, 1] or
-        given together with ``utilization``.
+        given together with ``utilization``.  Runs without autograd (the
+        engine's in-place inference path).
         """
         if mix.dim() != 2:
             raise ValueError(f"expected mixtures [batch, time], got shape {tuple(mix.shape)}")
@@ -213,11 +214,12 @@ class DSNSeparation(SepformerSeparation):
         encoder, masknet, decoder = (unwrap(self.mods[k]) for k in ("encoder", "masknet", "decoder"))
         mix = mix.to(self.device)
         mode = "internal" if masknet.gating is not None else "static"
-        if budget is not None:
-            utilization, mode = self._budget_track(encoder, masknet, mix, budget), "budget"
-        elif utilization is not None:
-            mode = "external"
-        est = separate(encoder, masknet, decoder, mix, utilization)
+        with torch.no_grad():
+            if budget is not None:
+                utilization, mode = self._budget_track(encoder, masknet, mix, budget), "budget"
+            elif utilization is not None:
+                mode = "external"
+            est = separate(encoder, masknet, decoder, mix, utilization)
         self.last_report = self.report_for(masknet.last_utilization, mode, budget)
         return est
 
@@ -227,16 +229,23 @@ class DSNSeparation(SepformerSeparation):
             raise ValueError("a static network has a single level; a budget needs a DSN")
         if not hasattr(masknet.gating, "logits"):
             raise ValueError(f"the gating policy {type(masknet.gating).__name__} has no logits(); a budget needs them")
-        with torch.no_grad():
-            logits = masknet.gating.logits(encoder(mix))
+        logits = masknet.gating.logits(encoder(mix))
         return masknet.levels.tensor(mix.device)[budget_levels(logits, masknet.levels, budget)]
+
+    def level_costs(self) -> dict:
+        """GMAC/s of the separator at each level (traced once, on 4 s, then cached)."""
+        if self._level_gmacs is None:
+            masknet, rate = unwrap(self.mods.masknet), int(self.hparams.sample_rate)
+            # tracing runs forward passes: keep what the last separation recorded
+            last = masknet.last_utilization, masknet.last_gates
+            self._level_gmacs = {u: gmacs_per_second(self.mods, u, 4.0, rate) for u in self.levels}
+            self._gating_gmacs = gating_gmacs(self.mods, 4.0, rate)
+            masknet.last_utilization, masknet.last_gates = last
+        return self._level_gmacs
 
     def report_for(self, track, mode, budget=None) -> SeparationReport:
         """The report of a per-frame utilization track [B, T]."""
-        if self._level_gmacs is None:
-            rate = int(self.hparams.sample_rate)
-            self._level_gmacs = {u: gmacs_per_second(self.mods, u, 4.0, rate) for u in self.levels}
-            self._gating_gmacs = gating_gmacs(self.mods, 4.0, rate)
+        self.level_costs()
         track = track.detach().float().cpu()
         gate = self._gating_gmacs if mode in ("internal", "budget") else 0.0
         gmacs = torch.tensor([track_gmacs(self._level_gmacs, t) + gate for t in track])
@@ -258,6 +267,8 @@ class DSNSeparation(SepformerSeparation):
         """
         if torch.is_tensor(utilization) and utilization.dim() > 0:
             raise ValueError("a per-frame utilization track needs a single pass; give a level or a budget")
+        if mix.dim() > 2 or (mix.dim() == 2 and mix.shape[0] != 1):
+            raise ValueError(f"expected one mixture [samples] or [1, samples], got shape {tuple(mix.shape)}")
         rate = int(self.hparams.sample_rate)
         window, overlap = int(self.window_seconds * rate), int(self.overlap_seconds * rate)
         total, done = len(window_starts(mix.shape[-1], window, overlap)), 0

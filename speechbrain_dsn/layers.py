@@ -313,6 +313,8 @@ class SlimmableTransformerBlock(nn.Module):
             raise ValueError(f"expected input of shape [batch, time, d_model], got {tuple(x.shape)}")
         if gates is None:
             return engine.run_block(self, x, engine.route_for(self.levels, x, utilization))
+        if utilization is not None:
+            raise ValueError("give gates (masked path) or a utilization (sliced path), not both")
         if gates.shape != (*x.shape[:2], len(self.levels)):
             raise ValueError(f"expected gates of shape {(*x.shape[:2], len(self.levels))}, got {tuple(gates.shape)}")
         if self.use_positional_encoding:

@@ -104,7 +104,7 @@ class Levels:
         u = torch.as_tensor(utilization, dtype=torch.float32)
         dist = (u[..., None] - self.tensor(u.device)).abs()
         index = dist.argmin(-1)
-        off = dist.min(-1).values > self.TOLERANCE
+        off = ~(dist.min(-1).values <= self.TOLERANCE)  # NaN is off too
         if bool(off.any()):
             bad = sorted(set(round(v, 6) for v in u[off].tolist()))[:5]
             raise ValueError(f"utilization values {bad} are not among the levels {self.values}")

@@ -16,6 +16,7 @@ from typing import Dict, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from speechbrain_dsn.levels import Levels
 from speechbrain_dsn.plotting import _to_numpy
 
 __all__ = ["SEGMENT_TYPES", "frame_segment_types", "segment_stats", "segment_type_names", "utilization_share"]
@@ -160,9 +161,9 @@ def utilization_share(
     types = _to_numpy(segment_types).astype(np.int64).reshape(-1)
     if util.shape != types.shape:
         raise ValueError(f"utilization {util.shape} and segment_types {types.shape} must have the same shape [frames]")
-    level_values = np.asarray(levels, dtype=float)
+    level_values = np.asarray(Levels(levels).values, dtype=float)
     # [F]
-    nearest = np.abs(util[:, None] - level_values[None, :]).argmin(axis=1)
+    nearest = Levels(levels).index(torch.from_numpy(util)).numpy()
     # [3, K] frame counts per (segment type, level)
     counts = np.zeros((len(SEGMENT_TYPES), len(level_values)))
     np.add.at(counts, (types, nearest), 1.0)

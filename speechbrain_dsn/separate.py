@@ -121,15 +121,20 @@ def main(argv=None) -> int:
             raise FileNotFoundError(f"{args.model}: not an inference folder (no hyperparams.yaml)")
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: CUDA is not available here")
+        stems = {}
         for path in args.mixtures:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{path}: no such file")
+            other = stems.setdefault(pathlib.Path(path).stem, path)
+            if other != path:
+                raise ValueError(f"{other} and {path} would write the same output files; rename one")
         os.makedirs(args.out, exist_ok=True)
         from .inference import DSNSeparation
 
         separator = DSNSeparation.from_hparams(
             source=args.model, savedir=tempfile.mkdtemp(prefix="dsn_separate_"), run_opts={"device": args.device}
         )
+        separator.level_costs()  # traced once, outside the timed separations
         for path in args.mixtures:
             try:
                 duration, average, gmacs, rtf = separate_one(
@@ -137,7 +142,7 @@ def main(argv=None) -> int:
                 )
             except ValueError as err:
                 message = str(err)
-                raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+                raise ValueError(message if str(path) in message else f"{path}: {message}") from None
             print(f"{path}: {duration:.1f} s, average utilization {average:.3f}, {gmacs:.2f} GMAC/s, RTF {rtf:.3f}")
     except (OSError, ValueError, RuntimeError) as err:
         print(f"dsn-separate: error: {err}", file=sys.stderr)

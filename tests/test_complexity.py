@@ -75,6 +75,27 @@ def test_track_gmacs_is_the_share_weighted_mean():
     assert track_gmacs({0.25: 1.0, 1.0: 5.0}, track) == pytest.approx(2.0)
 
 
+def test_stock_torchprofile_traces_a_batch(model):
+    """torchprofile on a batch of 2 mixtures counts twice the MACs of one (the traced engine
+    must not rely on a batch of one)."""
+    import warnings
+
+    from torchprofile import profile_macs
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, mix):
+            return self.model(mix, utilization=0.5)
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one, two = (profile_macs(Fixed(model), (torch.randn(b, 4000),)) for b in (1, 2))
+    assert two == pytest.approx(2 * one, rel=1e-3)
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_counting_leaves_train_eval_modes_alone(model, training):
     model.train(training)

@@ -23,6 +23,8 @@ def test_level_index_rejects_values_outside_the_set():
         Levels((0.125, 1.0)).index(torch.tensor([0.3]))
     with pytest.raises(ValueError, match="not among the levels"):
         Levels((0.125, 1.0)).index(0.13)
+    with pytest.raises(ValueError, match="not among the levels"):
+        Levels((0.125, 1.0)).index(float("nan"))
     # one tolerance for every caller: float32 tracks of the levels map back exactly
     levels = Levels((0.125, 0.5, 1.0))
     assert levels.index(torch.tensor([0.125, 0.5, 1.0], dtype=torch.float32) + 5e-5).tolist() == [0, 1, 2]

@@ -54,6 +54,12 @@ def test_budget_levels_oracle_on_hand_made_logits():
         index = budget_levels(logits, levels, budget)
         average = levels.tensor()[index].mean(-1)
         assert (average - budget).abs().max() < 0.01, (budget, average)
+        assert bool((average <= budget + 1e-9).all())  # a budget is never overspent
+    # identical frames (digital silence) tie at every shift: they are raised one by one
+    flat = torch.zeros(1, 400, 3)
+    for budget in (0.3, 0.71):
+        average = float(levels.tensor().double()[budget_levels(flat, levels, budget)].mean())
+        assert budget - 0.875 / 400 <= average <= budget + 1e-9, (budget, average)
     # the lowest level is the floor: a budget below it runs everything there
     assert bool((budget_levels(logits, levels, 0.05) == 0).all())
 
@@ -123,6 +129,8 @@ def test_long_file_is_separated_in_windows(separator, tmp_path, example):
     assert abs(float(report.average[0]) - 0.4) < 0.02
     with pytest.raises(ValueError, match="single pass"):
         list(separator.separate_long(long, utilization=torch.ones(1, 10)))
+    with pytest.raises(ValueError, match="one mixture"):
+        list(separator.separate_long(torch.stack([long, long])))
 
 
 def _cli(*args):
@@ -146,14 +154,18 @@ def test_cli_writes_sources_and_plot_and_prints_one_line(tmp_path):
     assert rate == 8000 and out.shape == mix.shape
 
 
-@pytest.mark.parametrize("case", ["missing", "not audio", "bad budget"])
+@pytest.mark.parametrize("case", ["missing", "not audio", "bad budget", "same name"])
 def test_cli_bad_input_is_one_line_and_non_zero(tmp_path, case):
     bad = tmp_path / "notes.wav"
     bad.write_text("not audio")
+    (tmp_path / "other").mkdir()
+    twin = tmp_path / "other" / "mix.wav"
+    twin.write_bytes((BUNDLE / "example" / "mix.wav").read_bytes())
     args = {
         "missing": [tmp_path / "nope.wav"],
         "not audio": [bad],
         "bad budget": [BUNDLE / "example" / "mix.wav", "--budget", "2"],
+        "same name": [BUNDLE / "example" / "mix.wav", twin],
     }[case]
     done = _cli(*args, "--out", tmp_path / "out")
     assert done.returncode == 1

@@ -120,7 +120,7 @@ def _dual_block(block, x, intra_route, inter_route):
     if block.skip_around_intra:
         intra.add_(x)
     # [B*C, S, N]: a view
-    inter = run_block(block.inter_mdl, intra.view(B * C, S, N), inter_route)
+    inter = run_block(block.inter_mdl, intra.reshape(B * C, S, N), inter_route)
     if block.linear_layer_after_inter_intra:
         inter = block.inter_linear(inter)
     inter = inter.view(B, C, S, N)
