@@ -122,9 +122,12 @@ def test_utilization_share_sums_to_one_and_handles_missing_types():
     assert all(math.isnan(v) for v in share["silence"].values())
 
 
-def test_utilization_share_snaps_to_nearest_level():
-    share = utilization_share([0.1250001, 0.99], [0, 0], (0.125, 1.0))
+def test_utilization_share_maps_values_with_the_one_levels_tolerance():
+    share = utilization_share([0.1250001, 0.99995], [0, 0], (0.125, 1.0))
     assert share["silence"] == {0.125: 0.5, 1.0: 0.5}
+    # a value that is no level is an error (Levels.index), not snapped to the nearest one
+    with pytest.raises(ValueError, match="not among the levels"):
+        utilization_share([0.99], [0], (0.125, 1.0))
 
 
 # ---------------------------------------------------------------- SI-SDRi
