@@ -128,9 +128,9 @@ def utilization_share(
 ) -> Dict[str, Dict[float, float]]:
     """Share of each utilization level per segment type (Fig. 9).
 
-    Each utilization value is mapped to its level (``Levels.index``; a value that is no level is an error). A segment type
-    with no frames gets NaN shares, so that it is not mistaken for a type
-    that never uses a level.
+    Each utilization value is mapped to its level (``Levels.index``; a value
+    that is no level is an error). A segment type with no frames gets NaN
+    shares, so that it is not mistaken for a type that never uses a level.
 
     Arguments
     ---------
