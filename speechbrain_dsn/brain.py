@@ -49,7 +49,7 @@ class DSNBrain(sb.Brain):
     torch.Size([1, 800, 2])
     """
 
-    #: Hyperparameters read by the brain (see ``hparams/base.yaml``).
+    #: Hyperparameters read by the brain (see ``hparams/dsn_3level.yaml``).
     HPARAMS = (
         "num_spks",
         "sample_rate",
@@ -71,7 +71,7 @@ class DSNBrain(sb.Brain):
         super().__init__(*args, **kwargs)
         missing = [k for k in self.HPARAMS if not hasattr(self.hparams, k)]
         if missing:
-            raise KeyError(f"DSNBrain needs the hyperparameters {missing} (see hparams/base.yaml)")
+            raise KeyError(f"DSNBrain needs the hyperparameters {missing} (see hparams/dsn_3level.yaml)")
         # --debug points each process's checkpointer at its own temporary folder; under
         # DDP the processes then disagree on the checkpoints to delete and deadlock in
         # Checkpointer.delete_checkpoints.  All processes use the main process's folder.

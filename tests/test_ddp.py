@@ -74,7 +74,7 @@ def test_unwrap():
 
 def test_ddp_brain_reads_the_masker_through_the_wrapper_and_trains_with_gating_dropout(one_process_group, tmp_path):
     brain = _ddp_brain(tmp_path)
-    assert brain.find_unused_parameters  # from base.yaml
+    assert brain.find_unused_parameters  # from the DSN recipes
     assert isinstance(brain.modules.masknet, DistributedDataParallel)
     assert brain.masknet is brain.modules.masknet.module
     assert brain.levels == (0.125, 0.5, 1.0) and brain.is_dynamic
