@@ -91,3 +91,40 @@ def test_target_ratios_pair_the_jobs_of_each_round():
     assert ratios["c_dynamic_vs_fixed_mean"]["passed"]
     raw["masker dynamic"] = [1.2] * 5
     assert not speed.target_ratios(times, raw)["c_dynamic_vs_fixed_mean"]["passed"]
+
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script, *args, timeout=600):
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_long_audio_benchmark_reports_memory_rtf_and_targets():
+    result = _run("long_audio.py", "--minutes", "0.1", "0.3", "--threads", "1")
+    assert {(r["minutes"], r["mode"]) for r in result["rows"]} == {
+        (m, mode) for m in (0.1, 0.3) for mode in ("U=0.125", "U=1.0", "internal")
+    }
+    for row in result["rows"]:
+        assert row["rtf"] > 0 and row["peak_rss_mib"] >= row["baseline_rss_mib"] > 0
+        assert 0 <= row["overlap_share"] <= 0.2
+    assert {"memory_flat_0.3_vs_0.1_min", "memory_under_2gib", "rtf_low", "gating_vs_full"} <= set(result["targets"])
+
+
+def test_budget_benchmark_tracks_the_request():
+    result = _run("budget.py", "--num_test", "1", "--budgets", "0.3", "0.7", "--threads", "1")
+    assert result["mixtures"] == 4
+    for budget in ("0.3", "0.7"):
+        assert result["budgets"][budget]["abs_error_max"] < 0.02
+    assert {"internal", "U=0.125", "U=1"} <= set(result["modes"])
+
+
+def test_export_benchmark_times_onnxruntime_and_eager():
+    result = _run("export_speed.py", "--repeats", "1", "--seconds", "1", "--threads", "1")
+    assert [r["utilization"] for r in result["rows"]] == [0.125, 1.0]
+    for row in result["rows"]:
+        assert row["onnxruntime_s"] > 0 and row["torch_dsn_external_s"] > 0 and row["max_abs_diff"] < 1e-3
