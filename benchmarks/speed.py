@@ -247,7 +247,7 @@ def run(args):
         raw[f"{part} fixed mean"] = [(a + b) / 2 for a, b in zip(raw[low], raw[full])]
 
     # training steps: DSN with internal gating (masked path), static U=1.0, stock
-    targets = torch.randn(1, samples, dsn.num_spks, device=device)
+    targets = torch.randn(1, samples, dsn.config.num_spks, device=device)
     train_jobs = {
         "train DSN gating": train_step_fn(dsn, mix, targets),
         "train static U=1.0": train_step_fn(static, mix, targets),

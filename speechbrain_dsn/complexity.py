@@ -6,6 +6,7 @@
 * :func:`active_parameters`: parameters touched at a fixed utilization;
 * :func:`slimmable_layer_macs`: closed-form MACs of the slimmable transformer
   layers, which is where all of the width dependence lies;
+* :func:`level_gmacs`: GMAC/s at every level from one trace;
 * :func:`track_gmacs`: effective GMAC/s of a per-frame utilization track,
   the frame-share-weighted mean of the per-level costs.
 
@@ -32,6 +33,7 @@ __all__ = [
     "complexity_table",
     "gating_gmacs",
     "gmacs_per_second",
+    "level_gmacs",
     "slimmable_layer_macs",
     "track_gmacs",
 ]
@@ -225,6 +227,46 @@ def slimmable_layer_macs(utilization: float, d_model: int, nhead: int, d_ffn: in
     neurons = slim_width(utilization, d_ffn)
     per_token = 4 * inner * d_model + 2 * inner * seq_len + 2 * neurons * d_model
     return tokens * per_token
+
+
+def level_gmacs(model, seconds: float = 4.0, sample_rate: int = 8000) -> Dict[float, float]:
+    """GMAC/s at every level of ``model`` from one trace at the highest level.
+
+    Only the slimmable layers depend on the width, and their MACs have a closed
+    form (:func:`slimmable_layer_macs`; ``tests/test_complexity.py`` checks it
+    against traced differences), so each lower level is the traced top level
+    minus the closed-form difference: one trace instead of one per level.
+
+    Example
+    -------
+    >>> from speechbrain_dsn.model import DSNSepformer
+    >>> model = DSNSepformer.paper_config(utilization_levels=[0.25, 1.0], N_encoder_out=32, chunk_size=10,
+    ...                                   num_layers=1, nhead=4, d_ffn=64)
+    >>> costs = level_gmacs(model, seconds=0.5)
+    >>> abs(costs[0.25] - gmacs_per_second(model, 0.25, seconds=0.5)) < 1e-6
+    True
+    """
+    encoder, masknet, _ = _parts(model)
+    levels = masknet.levels
+    top = gmacs_per_second(model, levels[levels.top], seconds, sample_rate)
+    # encoder frames of the traced input, chunked as the masker chunks them
+    K = masknet.K
+    T = (int(seconds * sample_rate) - encoder.conv1d.kernel_size[0]) // encoder.conv1d.stride[0] + 1
+    gap = K - (K // 2 + T % K) % K
+    S = 2 * ((T + gap + K // 2) // K)
+
+    def slimmable(k):
+        macs = 0
+        for block in masknet.dual_mdl:
+            for sub, seq_len in ((block.intra_mdl, K), (block.inter_mdl, S)):
+                for layer in sub.mdl.layers:
+                    att, ffn = layer.self_att, layer.pos_ffn
+                    inner, d_model = att.head_counts[k] * att.head_dim, att.att.out_proj.out_features
+                    per_token = 4 * inner * d_model + 2 * inner * seq_len + 2 * ffn.neuron_counts[k] * d_model
+                    macs += K * S * per_token
+        return macs / seconds / 1e9
+
+    return {u: top - slimmable(levels.top) + slimmable(k) for k, u in enumerate(levels)}
 
 
 def track_gmacs(level_gmacs: Dict[float, float], utilization: torch.Tensor) -> float:

@@ -37,7 +37,7 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.dataio import write_audio
 
-from .complexity import gating_gmacs, gmacs_per_second, track_gmacs
+from .complexity import gating_gmacs, level_gmacs, track_gmacs
 from .data.vad import speech_activity
 from .metrics import sdr_improvement, si_sdr_improvement
 from .plotting import plot_utilization
@@ -74,7 +74,7 @@ def gating_modes(levels):
 def _level_costs(brain, seconds):
     """GMAC/s at each level, and the gating module's own GMAC/s."""
     rate = brain.hparams.sample_rate
-    costs = {u: gmacs_per_second(brain.modules, u, seconds, rate) for u in brain.levels}
+    costs = level_gmacs(brain.modules, seconds, rate)
     gating = gating_gmacs(brain.modules, seconds, rate) if brain.is_dynamic else 0.0
     return costs, gating
 

@@ -24,7 +24,7 @@ import warnings
 
 import torch
 
-from .model import DSNSepformer, unwrap
+from .model import DSNSepformer
 
 __all__ = ["export_onnx", "export_torchscript", "static_subnetwork"]
 
@@ -130,10 +130,8 @@ def load_model(folder: str):
     from .inference import DSNSeparation
 
     separator = DSNSeparation.from_hparams(source=folder, savedir=tempfile.mkdtemp(prefix="dsn_export_"))
-    model = separator.hparams.model
-    for part in ("encoder", "masknet", "decoder"):
-        setattr(model, part, unwrap(separator.mods[part]))
-    return model.eval(), int(separator.hparams.sample_rate)
+    # the folder's modules are the model's own parts, loaded by the Pretrainer
+    return separator.hparams.model.eval(), int(separator.hparams.sample_rate)
 
 
 def main(argv=None) -> int:

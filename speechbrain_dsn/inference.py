@@ -20,7 +20,7 @@ from speechbrain.utils.data_utils import split_path
 from speechbrain.utils.fetching import LocalStrategy, fetch
 
 from .budget import SeparationReport, budget_levels
-from .complexity import gating_gmacs, gmacs_per_second, track_gmacs
+from .complexity import gating_gmacs, level_gmacs, track_gmacs
 from .config import DSNConfig
 from .data.audio import load_audio
 from .levels import Levels
@@ -233,12 +233,12 @@ class DSNSeparation(SepformerSeparation):
         return masknet.levels.tensor(mix.device)[budget_levels(logits, masknet.levels, budget)]
 
     def level_costs(self) -> dict:
-        """GMAC/s of the separator at each level (traced once, on 4 s, then cached)."""
+        """GMAC/s of the separator at each level (one trace on 4 s, then cached)."""
         if self._level_gmacs is None:
             masknet, rate = unwrap(self.mods.masknet), int(self.hparams.sample_rate)
             # tracing runs forward passes: keep what the last separation recorded
             last = masknet.last_utilization, masknet.last_gates
-            self._level_gmacs = {u: gmacs_per_second(self.mods, u, 4.0, rate) for u in self.levels}
+            self._level_gmacs = level_gmacs(self.mods, 4.0, rate)
             self._gating_gmacs = gating_gmacs(self.mods, 4.0, rate)
             masknet.last_utilization, masknet.last_gates = last
         return self._level_gmacs

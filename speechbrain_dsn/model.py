@@ -169,7 +169,6 @@ class DSNSepformer(torch.nn.Module):
         self.decoder = Decoder(
             in_channels=N_encoder_out, out_channels=1, kernel_size=kernel_size, stride=kernel_size // 2, bias=False
         )
-        self.num_spks = num_spks
 
     def get_config(self) -> dict:
         """The architecture as plain values (see :class:`~speechbrain_dsn.config.DSNConfig`)."""

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from speechbrain_dsn.config import DSNConfig
+
 TINY = dict(num_layers=1, d_model=32, nhead=4, d_ffn=64, dropout=0.0, use_positional_encoding=True, norm_before=True)
 LEVEL_SETS = [(1.0,), (0.25, 1.0), (0.25, 0.5, 1.0)]
 
@@ -13,32 +15,11 @@ def _seed():
 
 
 #: The paper's gating module, as a model config stores it.
-GATING = {
-    "class": "speechbrain_dsn.gating.GatingModule",
-    "channels": 32,
-    "nhead": 1,
-    "d_ffn": 128,
-    "context": 64,
-    "tau": 1.0,
-    "noise": True,
-}
-#: A tiny DSNSepformer: SepformerWrapper(encoder_out_nchannels=32, masknet_chunksize=10, intra/inter_numlayers=1,
-#: intra/inter_nhead=4, intra/inter_dffn=64) with slimmable blocks.
-TINY_MODEL = dict(
-    num_spks=2,
-    kernel_size=16,
-    N_encoder_out=32,
-    num_dual_blocks=2,
-    num_layers=1,
-    nhead=4,
-    d_ffn=64,
-    chunk_size=10,
-    norm="ln",
-    skip_around_intra=True,
-    linear_layer_after_inter_intra=False,
-    dropout=0.0,
-    gating=GATING,
-)
+GATING = DSNConfig.paper()["gating"]
+#: A tiny DSNSepformer: the paper configuration with d_model 32, chunks of 10, 1 + 1 layers of 4 heads and 64
+#: neurons in each of 2 dual blocks (SepformerWrapper(encoder_out_nchannels=32, masknet_chunksize=10, ...)).
+TINY_MODEL = {**DSNConfig.paper(), "N_encoder_out": 32, "num_layers": 1, "nhead": 4, "d_ffn": 64, "chunk_size": 10}
+del TINY_MODEL["utilization_levels"]
 
 
 def tiny_model(levels, **overrides):

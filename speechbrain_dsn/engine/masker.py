@@ -30,7 +30,7 @@ def segment(y: torch.Tensor, K: int) -> torch.Tensor:
     """``Dual_Path_Model._Segmentation`` channels last: [B, T, F] -> [B, C, S, F].
 
     Zero padding, then two chunkings shifted by K // 2, interleaved (chunk 2i
-    of the first, 2i + 1 of the second), in one pass over the output.
+    of the first, 2i + 1 of the second).
     """
     B, T, Fc = y.shape
     P = K // 2
@@ -38,36 +38,24 @@ def segment(y: torch.Tensor, K: int) -> torch.Tensor:
     # [B, P + T + gap + P, F]
     padded = F.pad(y, (0, 0, P, gap + P))
     n = (padded.shape[1] - P) // K
-    if torch.jit.is_tracing():
-        # exporters: no writes into slices
-        first = padded[:, :-P].reshape(B, n, K, Fc).transpose(1, 2)
-        second = padded[:, P:].reshape(B, n, K, Fc).transpose(1, 2)
-        return torch.stack([first, second], 3).reshape(B, K, 2 * n, Fc)
-    out = y.new_empty(B, K, n, 2, Fc)
-    out[:, :, :, 0] = padded[:, :-P].view(B, n, K, Fc).transpose(1, 2)
-    out[:, :, :, 1] = padded[:, P:].view(B, n, K, Fc).transpose(1, 2)
-    return out.view(B, K, 2 * n, Fc)
+    first = padded[:, :-P].reshape(B, n, K, Fc).transpose(1, 2)
+    second = padded[:, P:].reshape(B, n, K, Fc).transpose(1, 2)
+    return torch.stack([first, second], 3).reshape(B, K, 2 * n, Fc)
 
 
 def overlap_add(y: torch.Tensor, T: int) -> torch.Tensor:
     """``Dual_Path_Model._over_add`` channels last: [B, C, S, F] -> [B, T, F].
 
-    Frame t is position t + P of the padded sequence; the first chunking
-    covers padded positions [0, nK), the second [P, nK + P).
+    Frame t is position t + P of the padded sequence: the first chunking holds
+    it at t + P, the second (shifted by P) at t.
     """
     B, K, S, Fc = y.shape
     P, n = K // 2, S // 2
     # [B, n, 2, K, F]
     chunks = y.view(B, K, n, 2, Fc).permute(0, 2, 3, 1, 4)
-    if torch.jit.is_tracing():
-        # exporters: no writes into slices; padded position t + P holds frame t
-        first = chunks[:, :, 0].reshape(B, n * K, Fc)
-        second = chunks[:, :, 1].reshape(B, n * K, Fc)
-        return first[:, P : P + T] + second[:, :T]
-    flat = chunks[:, :, 0].contiguous().view(B, n * K, Fc)
-    flat[:, P : P + (n - 1) * K].view(B, n - 1, K, Fc).add_(chunks[:, : n - 1, 1])
-    flat[:, P + (n - 1) * K :].add_(chunks[:, n - 1, 1, : K - P])
-    return flat[:, P : P + T]
+    first = chunks[:, :, 0].reshape(B, n * K, Fc)
+    second = chunks[:, :, 1].reshape(B, n * K, Fc)
+    return first[:, P : P + T] + second[:, :T]
 
 
 def masker_forward(masker, x: torch.Tensor, level) -> torch.Tensor:
