@@ -9,7 +9,8 @@ separates one window at a time, and
 * keeps each speaker on the same output across windows: a window's outputs
   are reordered by their correlation with the previous window's outputs on
   the shared samples (the permutation with the largest summed normalised
-  correlation), as Asteroid's ``LambdaOverlapAdd`` does;
+  correlation), as Asteroid's ``LambdaOverlapAdd`` does (it sums the
+  unnormalised products);
 * cross-fades the shared samples linearly;
 * yields finished pieces as soon as they are final, so memory stays flat in
   the length when the caller writes them out (the CLI does).
